@@ -1,0 +1,173 @@
+"""Build the book: execute every page through papermill, then a strict Sphinx build.
+
+``python -m collapse.book --profile cpu`` (what ``make book`` runs):
+
+1. copies the book's sources to ``_build/stage``;
+2. executes each notebook page of ``_toc.yml`` (MyST Markdown, read with jupytext)
+   through papermill with ``profile`` and ``seed`` injected, hides papermill's
+   injected-parameters cell, and writes the executed ``.ipynb`` in place of the ``.md``;
+3. records the profile and execution times in ``_build/stage/_execution.json`` for the
+   reproducibility page (executed last);
+4. runs ``jupyter-book build -W -n --keep-going`` on the stage; HTML lands in ``_build/html``.
+
+This module is also the Sphinx extension (``sphinx.extra_extensions`` in ``_config.yml``)
+that serves MathJax from the build, so equations render without a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import PROFILES
+
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on them
+
+
+def is_notebook(path: Path) -> bool:
+    """A MyST Markdown page with a jupytext/kernelspec header is a notebook."""
+    head = path.read_text(encoding="utf-8")[:2000]
+    return head.startswith("---") and "kernelspec:" in head
+
+
+def toc_pages(root: Path) -> list[str]:
+    """Every ``file:`` entry of ``_toc.yml`` (root included), in book order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                pages.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return pages
+
+
+def execute_page(source: Path, target: Path, parameters: dict, cwd: Path) -> float:
+    """Execute one MyST notebook through papermill; return seconds taken."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    notebook = jupytext.read(source)
+    raw = target.with_suffix(".input.ipynb")
+    nbformat.write(notebook, raw)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(raw), str(target), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=False
+        )
+    finally:
+        raw.unlink(missing_ok=True)
+    seconds = time.perf_counter() - start
+    executed = nbformat.read(target, as_version=4)
+    for cell in executed.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]  # the page says its profile in prose
+    nbformat.write(executed, target)
+    return seconds
+
+
+def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: bool = True) -> int:
+    build_dir = root / "_build"
+    stage = build_dir / "stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(root / name, stage / name)
+
+    env_vars = {
+        "COLLAPSE_FIGURES_DIR": str(build_dir / "figures"),
+        "COLLAPSE_RESULTS_DIR": os.environ.get("COLLAPSE_RESULTS_DIR", str(build_dir / "results")),
+    }
+    os.environ.update(env_vars)
+
+    all_pages = toc_pages(root)
+    selected = set(pages or all_pages) | set(LAST_PAGES)
+    ordered = [p for p in all_pages if p not in LAST_PAGES] + [p for p in all_pages if p in LAST_PAGES]
+    record = {"profile": profile, "seed": seed, "pages": {}}
+    for page in ordered:
+        source = root / f"{page}.md"
+        target = stage / f"{page}.md"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not is_notebook(source):
+            shutil.copy2(source, target)
+            continue
+        if page not in selected:
+            continue
+        if page in LAST_PAGES:
+            (stage / "_execution.json").write_text(json.dumps(record, indent=2))
+        print(f"[book] executing {page} (profile={profile})", flush=True)
+        seconds = execute_page(source, target.with_suffix(".ipynb"), {"profile": profile, "seed": seed}, target.parent)
+        record["pages"][page] = round(seconds, 1)
+        print(f"[book] {page}: {seconds:.1f} s", flush=True)
+    (stage / "_execution.json").write_text(json.dumps(record, indent=2))
+
+    command = ["jupyter-book", "build", str(stage), "--path-output", str(root), "--keep-going"]
+    if strict:
+        command += ["-W", "-n"]
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command[0] = str(jupyter_book) if jupyter_book.exists() else command[0]
+    print("[book] " + " ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=PROFILES, help="size of every experiment")
+    parser.add_argument("--seed", type=int, default=0, help="the integer seed every chapter derives its randomness from")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the book's folder (holding _toc.yml)")
+    parser.add_argument("--pages", nargs="*", help="execute only these pages (e.g. chapters/gaussian)")
+    parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
+    args = parser.parse_args(argv)
+    return build(args.root.resolve(), args.profile, args.seed, args.pages, strict=not args.no_strict)
+
+
+# --------------------------------------------------------------------------- Sphinx extension
+
+MATHJAX_FILE = "mathjax/tex-svg.js"  # self-contained: the SVG output needs no web fonts
+
+
+def _mathjax_source() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("mathjax"))) / "static" / "mathjax" / "es5" / "tex-svg.js"
+
+
+def _use_local_mathjax(app, config) -> None:
+    config.mathjax_path = MATHJAX_FILE
+
+
+def _copy_mathjax(app, exception) -> None:
+    if exception is None and app.builder.format == "html":
+        target = Path(app.outdir) / "_static" / MATHJAX_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(_mathjax_source(), target)
+
+
+def setup(app):
+    if not _mathjax_source().is_file():
+        raise RuntimeError("MathJax files not found: pip install django-static-mathjax (the 'book' extra)")
+    app.connect("config-inited", _use_local_mathjax, priority=900)
+    app.connect("build-finished", _copy_mathjax)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

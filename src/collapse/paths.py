@@ -1,0 +1,30 @@
+"""Where things live: the book's root, figures, cached results, data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def book_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``_config.yml`` and ``_toc.yml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").is_file() and (folder / "_toc.yml").is_file():
+            return folder
+    return here
+
+
+def figures_dir() -> Path:
+    """``COLLAPSE_FIGURES_DIR``, else ``<book>/_build/figures``."""
+    return Path(os.environ.get("COLLAPSE_FIGURES_DIR") or book_root() / "_build" / "figures")
+
+
+def results_dir() -> Path:
+    """``COLLAPSE_RESULTS_DIR``, else ``<book>/_build/results``."""
+    return Path(os.environ.get("COLLAPSE_RESULTS_DIR") or book_root() / "_build" / "results")
+
+
+def data_dir() -> Path:
+    """``COLLAPSE_DATA_DIR``, else ``<book>/data``."""
+    return Path(os.environ.get("COLLAPSE_DATA_DIR") or book_root() / "data")

@@ -1,0 +1,34 @@
+"""Every notebook page of the book, executed through papermill at profile=ci."""
+
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+
+from collapse.book import is_notebook, toc_pages
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [p for p in toc_pages(ROOT) if is_notebook(ROOT / f"{p}.md")]
+
+
+def test_every_chapter_is_in_the_toc():
+    chapters = {f"chapters/{p.stem}" for p in (ROOT / "chapters").glob("*.md")}
+    assert chapters and chapters <= set(PAGES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES)
+def test_page_executes_at_profile_ci(page, tmp_path):
+    source = ROOT / f"{page}.md"
+    notebook = jupytext.read(source)
+    parameter_cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameter_cells) == 1, "exactly one cell tagged 'parameters'"
+    assert "profile" in parameter_cells[0].source and "seed" in parameter_cells[0].source
+    raw = tmp_path / "input.ipynb"
+    nbformat.write(notebook, raw)
+    papermill.execute_notebook(
+        str(raw), str(tmp_path / "output.ipynb"), parameters={"profile": "ci", "seed": 0},
+        cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
+    )

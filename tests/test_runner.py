@@ -1,0 +1,161 @@
+"""The generational runner: regimes, the scan driver, and the resumable Python driver."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from collapse import runner
+from collapse.config import Regime
+from collapse.runner import StatsModel
+from collapse.store import ResultsStore, RunDir
+
+
+def counting_model():
+    """Params = stats = (count, sum); sampling m points from params returns m copies of the running mean.
+
+    Deterministic, so every regime's bookkeeping can be checked by hand.
+    """
+    fit = lambda s: s[1] / s[0]  # noqa: E731
+    sample_stats = lambda key, mean, m: jnp.stack([jnp.float32(m), m * mean])  # noqa: E731
+    merge = lambda a, b: a + b  # noqa: E731
+    return StatsModel(fit, sample_stats, merge)
+
+
+def real_stats(key, m):
+    return jnp.stack([jnp.float32(m), jnp.float32(m * 10.0)])  # real data: all points equal to 10
+
+
+def synthetic_shift_model():
+    """Sampling adds +1 to every point: a model that drifts, to see how much real data pulls it back."""
+    fit = lambda s: s[1] / s[0]  # noqa: E731
+    sample_stats = lambda key, mean, m: jnp.stack([jnp.float32(m), m * (mean + 1.0)])  # noqa: E731
+    return StatsModel(fit, sample_stats, lambda a, b: a + b)
+
+
+def run(model, regime, n_generations=4, n_samples=10):
+    return np.asarray(
+        runner.run_chain(model, real_stats, jax.random.key(0), n_samples=n_samples, n_generations=n_generations, regime=Regime.parse(regime))
+    )
+
+
+def test_generation_zero_is_fitted_to_real_data():
+    assert run(synthetic_shift_model(), "replace")[0] == 10.0
+
+
+def test_replace_uses_only_the_newest_samples():
+    np.testing.assert_allclose(run(synthetic_shift_model(), "replace"), [10, 11, 12, 13, 14])
+
+
+def test_accumulate_pools_real_and_every_synthetic_batch():
+    # means: gen0 10; gen1 pools {10 x10, 11 x10} = 10.5; gen2 adds 11.5 x10 -> (100+110+115)/30 ...
+    expected = [10.0]
+    pooled_sum, pooled_n = 100.0, 10
+    for _ in range(4):
+        pooled_sum += 10 * (expected[-1] + 1)
+        pooled_n += 10
+        expected.append(pooled_sum / pooled_n)
+    np.testing.assert_allclose(run(synthetic_shift_model(), "accumulate"), expected, rtol=1e-6)
+
+
+def test_mix_takes_the_real_fraction_fresh_each_generation():
+    # 30 % real (value 10), 70 % from the previous fit shifted by +1: m_{n+1} = 0.3*10 + 0.7*(m_n + 1)
+    expected = [10.0]
+    for _ in range(4):
+        expected.append(0.3 * 10 + 0.7 * (expected[-1] + 1))
+    np.testing.assert_allclose(run(synthetic_shift_model(), "mix(0.3)"), expected, rtol=1e-6)
+
+
+def test_mix_extremes_match_replace_and_real():
+    model = synthetic_shift_model()
+    np.testing.assert_allclose(run(model, "mix(0)"), run(model, "replace"))
+    np.testing.assert_allclose(run(model, "mix(1)"), 10.0)
+
+
+def test_simulate_shapes_and_chain_independence_from_batch_size():
+    model = counting_model()
+    common = dict(seed=3, n_samples=5, n_generations=7, regime=Regime())
+    out = runner.simulate(model, real_stats, n_chains=6, **common)
+    assert out.shape == (6, 8)
+    keys_small, keys_big = runner.chain_keys(3, 2), runner.chain_keys(3, 6)
+    np.testing.assert_array_equal(jax.random.key_data(keys_small), jax.random.key_data(keys_big[:2]))
+
+
+# --------------------------------------------------------------------------- Python driver
+
+
+class Interrupted(Exception):
+    pass
+
+
+def tiny_problem(fail_at=None, calls=None):
+    """'Training' fits a mean with noise from the key; 'generation' samples around it."""
+
+    def train(key, data):
+        if calls is not None:
+            calls.append(len(data))
+        if fail_at is not None and len(calls) == fail_at:
+            raise Interrupted
+        noise = jax.random.normal(key, ())
+        return {"mean": jnp.asarray(data.mean() + 0.01 * noise), "scale": jnp.asarray(data.std())}
+
+    def generate(key, params, n):
+        return np.asarray(params["mean"] + params["scale"] * jax.random.normal(key, (n,)))
+
+    def evaluate(params, samples):
+        return {"mean": float(params["mean"]), "sample_std": float(samples.std())}
+
+    return train, generate, evaluate
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
+def test_interrupted_run_resumes_with_identical_results(tmp_path, regime):
+    real = np.random.default_rng(0).normal(2.0, 1.0, 64)
+    common = dict(seed=7, real_data=real, n_generations=5, regime=Regime.parse(regime), progress=False)
+
+    train, generate, evaluate = tiny_problem()
+    reference = runner.run_generations(RunDir(tmp_path / "straight"), train=train, generate=generate, evaluate=evaluate, **common)
+
+    calls = []
+    train, generate, evaluate = tiny_problem(fail_at=4, calls=calls)
+    interrupted = RunDir(tmp_path / "resumed")
+    with pytest.raises(Interrupted):
+        runner.run_generations(interrupted, train=train, generate=generate, evaluate=evaluate, **common)
+    assert interrupted.finished_generations() == [0, 1, 2]
+    assert not list(interrupted.path.glob(".gen-*"))  # no half-written generation left behind
+
+    calls.clear()
+    train, generate, evaluate = tiny_problem(calls=calls)
+    resumed = runner.run_generations(interrupted, train=train, generate=generate, evaluate=evaluate, **common)
+    assert len(calls) == 3  # only generations 3, 4, 5 were trained again
+    assert resumed == reference
+    for n in range(6):
+        a, b = RunDir(tmp_path / "straight").load_generation(n), interrupted.load_generation(n)
+        np.testing.assert_array_equal(a["samples"], b["samples"])
+        jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+
+
+def test_training_sets_follow_the_regime():
+    real = np.arange(10.0)
+    synthetic = [np.full(10, 100.0), np.full(10, 200.0)]
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(runner.training_set(Regime(), key, real, []), real)
+    np.testing.assert_array_equal(runner.training_set(Regime(), key, real, synthetic), synthetic[-1])
+    assert len(runner.training_set(Regime("accumulate"), key, real, synthetic)) == 30
+    mixed = runner.training_set(Regime("mix", 0.3), key, real, synthetic)
+    assert len(mixed) == 10 and (mixed < 10).sum() == 3 and (mixed == 200).sum() == 7
+
+
+def test_results_store_is_keyed_by_config(tmp_path):
+    store = ResultsStore(tmp_path)
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"x": np.array([value])}
+
+    a = store.cached("exp", "1", Regime("mix", 0.1), lambda: compute(1))
+    b = store.cached("exp", "1", Regime("mix", 0.1), lambda: compute(2))
+    c = store.cached("exp", "1", Regime("mix", 0.2), lambda: compute(3))
+    d = store.cached("exp", "2", Regime("mix", 0.1), lambda: compute(4))
+    assert calls == [1, 3, 4] and a["x"][0] == b["x"][0] == 1 and c["x"][0] == 3 and d["x"][0] == 4
