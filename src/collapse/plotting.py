@@ -49,3 +49,11 @@ def band(ax, x, lower, upper, **kwargs):
     kwargs.setdefault("alpha", 0.2)
     kwargs.setdefault("linewidth", 0)
     return ax.fill_between(x, lower, upper, **kwargs)
+
+
+def mean_with_band(ax, x, values, color, linestyle="-", label=None):
+    """Mean over the leading (chains) axis, with a band of +-2 Monte Carlo standard errors."""
+    mean = values.mean(0)
+    se = values.std(0) / (values.shape[0] ** 0.5)
+    ax.plot(x, mean, linestyle, color=color, label=label)
+    band(ax, x, mean - 2 * se, mean + 2 * se, color=color)
