@@ -29,6 +29,7 @@ test: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/gaussian.py
+	$(BIN)/python benchmarks/markov.py
 
 clean:
 	rm -rf _build

@@ -72,21 +72,101 @@ def run_chain(
     n_generations: int,
     regime: Regime,
     record: Callable[[PyTree], PyTree] = _identity,
+    record_at: tuple[int, ...] | None = None,
 ) -> PyTree:
-    """One chain: ``record(params_n)`` for n = 0..n_generations, stacked on axis 0."""
+    """One chain: ``record(params_n)`` for n = 0..n_generations, stacked on axis 0.
+
+    With ``record_at`` (increasing generation indices) only those generations are
+    recorded: memory is O(len(record_at)) instead of O(n_generations), and ``record``
+    is not even evaluated at the others -- what long chains with an O(K) summary need.
+    """
     key_real, key_chain = jax.random.split(key)
     pooled = real_stats(key_real, n_samples)
     params = model.fit(pooled)
-
-    def step(carry, key_n):
-        pooled, params = carry
-        pooled = _training_stats(model, real_stats, regime, key_n, params, pooled, n_samples)
-        params = model.fit(pooled)
-        return (pooled, params), record(params)
-
     keys = jax.random.split(key_chain, n_generations)
-    _, history = jax.lax.scan(step, (pooled, params), keys)
-    return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), record(params), history)
+
+    def next_generation(key_n, params, pooled):
+        pooled = _training_stats(model, real_stats, regime, key_n, params, pooled, n_samples)
+        return pooled, model.fit(pooled)
+
+    if record_at is None:
+
+        def step(carry, key_n):
+            pooled, params = next_generation(key_n, carry[1], carry[0])
+            return (pooled, params), record(params)
+
+        _, history = jax.lax.scan(step, (pooled, params), keys)
+        return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), record(params), history)
+
+    kept = np.asarray(record_at, dtype=int)
+    if kept.ndim != 1 or len(kept) == 0 or np.any(np.diff(kept) <= 0) or kept[0] < 0 or kept[-1] > n_generations:
+        raise ValueError(f"record_at must be increasing generations in [0, {n_generations}], got {record_at!r}")
+    n_kept = len(kept)
+    slot_of = np.full(n_generations + 1, n_kept)  # n_kept means "not recorded"
+    slot_of[kept] = np.arange(n_kept)
+
+    def write(buffer, slot, params):
+        # The slot depends on the generation only, never on the chain, so under vmap this
+        # stays a real branch and ``record`` runs only at recorded generations.
+        return jax.lax.cond(
+            slot < n_kept,
+            lambda b: jax.tree.map(lambda b_, v: b_.at[slot].set(v), b, record(params)),
+            lambda b: b,
+            buffer,
+        )
+
+    first = record(params)
+    buffer = jax.tree.map(lambda v: jnp.zeros((n_kept, *jnp.shape(v)), jnp.result_type(v)), first)
+    buffer = write(buffer, slot_of[0], params)
+
+    def step_recorded(carry, inputs):
+        pooled, params, buffer = carry
+        key_n, slot = inputs
+        pooled, params = next_generation(key_n, params, pooled)
+        return (pooled, params, write(buffer, slot, params)), None
+
+    (_, _, buffer), _ = jax.lax.scan(step_recorded, (pooled, params, buffer), (keys, jnp.asarray(slot_of[1:])))
+    return buffer
+
+
+class Passage(NamedTuple):
+    """The state of one chain run until a condition holds (see :func:`simulate_until`)."""
+
+    n: jax.Array  # generation of ``params`` (0 = the fit to real data)
+    pooled: PyTree
+    params: PyTree
+    key: jax.Array  # the chain's raw key data; generation n's randomness is fold_in(key, n)
+    stopped: jax.Array  # stop(params) holds
+
+
+def passage_init(model: StatsModel, real_stats, key: jax.Array, *, n_samples: int, stop) -> Passage:
+    """Generation 0 of a first-passage run: the fit to real data."""
+    key_real, key_chain = jax.random.split(key)
+    pooled = real_stats(key_real, n_samples)
+    params = model.fit(pooled)
+    return Passage(jnp.asarray(0, jnp.int32), pooled, params, jax.random.key_data(key_chain), stop(params))
+
+
+def passage_advance(
+    model: StatsModel, real_stats, state: Passage, *, n_samples: int, regime: Regime, stop, n_steps: int,
+    max_generations: int,
+) -> Passage:
+    """At most ``n_steps`` more generations; stops early once ``stop`` holds or ``max_generations`` is passed.
+
+    Generation n's key is ``fold_in(key, n)``, so how a run is cut into calls changes nothing.
+    """
+    limit = jnp.minimum(state.n + n_steps, max_generations + 1)
+
+    def running(s: Passage):
+        return jnp.logical_and(s.n < limit, jnp.logical_not(s.stopped))
+
+    def step(s: Passage) -> Passage:
+        key_n = jax.random.fold_in(jax.random.wrap_key_data(s.key), s.n)
+        pooled = _training_stats(model, real_stats, regime, key_n, s.params, s.pooled, n_samples)
+        params = model.fit(pooled)
+        return Passage(s.n + 1, pooled, params, s.key, stop(params))
+
+    return jax.lax.while_loop(running, step, state)
 
 
 def chain_keys(seed: int, n_chains: int) -> jax.Array:
@@ -96,12 +176,38 @@ def chain_keys(seed: int, n_chains: int) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=128)
-def _compiled_chains(model, real_stats, n_samples, n_generations, regime, record):
+def _compiled_chains(model, real_stats, n_samples, n_generations, regime, record, record_at):
     """One jitted, vmapped chain function per (hashable) setting, reused across calls."""
     chain = functools.partial(
-        run_chain, model, real_stats, n_samples=n_samples, n_generations=n_generations, regime=regime, record=record
+        run_chain, model, real_stats, n_samples=n_samples, n_generations=n_generations, regime=regime,
+        record=record, record_at=record_at,
     )
     return jax.jit(jax.vmap(chain))
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_generations):
+    init = functools.partial(passage_init, model, real_stats, n_samples=n_samples, stop=stop)
+    advance = functools.partial(
+        passage_advance, model, real_stats, n_samples=n_samples, regime=regime, stop=stop, n_steps=n_steps,
+        max_generations=max_generations,
+    )
+    return jax.jit(jax.vmap(init)), jax.jit(jax.vmap(advance))
+
+
+def _on_all_devices(chains, seed: int, n_chains: int, batch_size: int | None = None) -> PyTree:
+    """``chains(keys)`` with chain i's key from :func:`chain_keys`, the chain axis sharded over every device.
+
+    With ``batch_size``, chains run in batches of that many (rounded up to a multiple of
+    the device count) to bound memory; chain i's numbers do not depend on the batching.
+    """
+    n_devices = jax.device_count()
+    batch = n_chains if batch_size is None else min(n_chains, batch_size)
+    batch = -(-batch // n_devices) * n_devices  # pad so every device gets equal work
+    n_batches = -(-n_chains // batch)
+    keys = chain_keys(seed, n_batches * batch)
+    parts = [chains(shard_leading_axis(keys[b * batch : (b + 1) * batch])) for b in range(n_batches)]
+    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n_chains], *parts)
 
 
 def simulate(
@@ -114,18 +220,67 @@ def simulate(
     n_generations: int,
     regime: Regime,
     record: Callable[[PyTree], PyTree] = _identity,
+    record_at: tuple[int, ...] | None = None,
+    batch_size: int | None = None,
 ) -> PyTree:
-    """Run ``n_chains`` independent chains; every leaf comes back as ``(n_chains, n_generations + 1, ...)``.
+    """Run ``n_chains`` independent chains; every leaf comes back as ``(n_chains, n_recorded, ...)``.
 
+    ``n_recorded`` is ``n_generations + 1``, or ``len(record_at)`` when that is given.
+    ``batch_size`` bounds how many chains run at once (memory), without changing any number.
     The chain axis is sharded over all devices; the numbers do not depend on the device count.
     ``model``, ``real_stats`` and ``record`` should be hashable and long-lived (module-level
     functions, cached models) so that repeated calls reuse the compiled computation.
     """
-    chains = _compiled_chains(model, real_stats, n_samples, n_generations, regime, record)
-    n_devices = jax.device_count()
-    n_padded = -(-n_chains // n_devices) * n_devices  # pad so every device gets equal work
-    keys = shard_leading_axis(chain_keys(seed, n_padded))
-    return jax.tree.map(lambda x: np.asarray(x)[:n_chains], chains(keys))
+    record_at = None if record_at is None else tuple(int(g) for g in record_at)
+    chains = _compiled_chains(model, real_stats, n_samples, n_generations, regime, record, record_at)
+    return _on_all_devices(chains, seed, n_chains, batch_size)
+
+
+def simulate_until(
+    model: StatsModel,
+    real_stats: Callable[[jax.Array, int], PyTree],
+    *,
+    seed: int,
+    n_chains: int,
+    n_samples: int,
+    max_generations: int,
+    regime: Regime,
+    stop: Callable[[PyTree], jax.Array],
+    n_steps: int = 64,
+    batch_size: int = 65_536,
+    progress: bool = False,
+) -> tuple[np.ndarray, PyTree]:
+    """First-passage times of ``n_chains`` chains: ``(n, params_n)``, n being the first generation
+    where ``stop(params_n)`` holds (0 if the fit to real data does), or ``max_generations + 1``
+    for a chain that never stopped (censored).
+
+    Chains advance ``n_steps`` generations at a time, in batches of ``batch_size`` lanes
+    (vmapped, sharded over the devices); between rounds, stopped chains leave the batch.
+    First-passage times are heavy-tailed, so the work is about the sum of the chains' times
+    rather than the number of chains times the slowest one. Chain i's numbers depend on
+    (seed, i) only, not on the batching.
+    """
+    init, advance = _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_generations)
+    batch = -(-min(batch_size, n_chains) // jax.device_count()) * jax.device_count()
+    state = _on_all_devices(init, seed, n_chains, batch)
+    state = jax.tree.map(np.array, state)  # writable host copies, updated in place below
+    bar = tqdm(total=n_chains, desc="chains stopped", disable=not progress)
+    while True:
+        active = np.flatnonzero(~state.stopped & (state.n <= max_generations))
+        bar.update(n_chains - len(active) - bar.n)
+        if len(active) == 0:
+            break
+        for start in range(0, len(active), batch):
+            rows = active[start : start + batch]
+            # Pad to a power of two (few shapes, so few compilations); padding lanes are discarded.
+            lanes = min(batch, max(2048, 1 << (len(rows) - 1).bit_length()))
+            lanes = -(-lanes // jax.device_count()) * jax.device_count()
+            padded = np.concatenate([rows, np.full(lanes - len(rows), rows[-1])])
+            moved = advance(shard_leading_axis(jax.tree.map(lambda x: x[padded], state)))
+            for leaf, new in zip(jax.tree.leaves(state), jax.tree.leaves(moved)):
+                leaf[rows] = np.asarray(new)[: len(rows)]
+    bar.close()
+    return state.n, state.params
 
 
 # --------------------------------------------------------------------------- neural models

@@ -8,11 +8,13 @@ split evenly and ``jit`` runs each shard where it lives.
 from __future__ import annotations
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 
 def leading_axis_sharding(axis_name: str = "seeds") -> NamedSharding:
-    mesh = jax.make_mesh((jax.device_count(),), (axis_name,))
+    # Auto axes: the compiler propagates the sharding. (Explicit axes, the default of
+    # make_mesh in recent JAX, make gathers under vmap fail outside a mesh context.)
+    mesh = jax.make_mesh((jax.device_count(),), (axis_name,), axis_types=(AxisType.Auto,))
     return NamedSharding(mesh, PartitionSpec(axis_name))
 
 

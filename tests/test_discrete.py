@@ -1,0 +1,222 @@
+"""Chapter 2's library: the sampler, the exact K = 2 chain, the diversity recursion, the runs."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from collapse import discrete
+from collapse.config import Regime
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+@pytest.mark.parametrize(
+    "m, p",
+    [
+        (7, [0.5, 0.3, 0.15, 0.05, 0.0]),  # sorted uniforms
+        (400, [0.5, 0.3, 0.15, 0.05, 0.0]),  # M >= 50 K: conditional binomials
+        (30, [0.7, 0.3]),  # K = 2: one binomial
+    ],
+)
+def test_multinomial_counts_sum_to_m_and_are_unbiased(m, p):
+    p = np.append(p, 0.0) if len(p) > 2 else np.array(p)
+    n_draws = 20_000
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(1), n_draws)
+        counts = np.asarray(jax.vmap(lambda k: discrete.multinomial(k, jnp.asarray(p), m))(keys))
+    assert counts.dtype == np.float64
+    np.testing.assert_array_equal(counts.sum(1), m)
+    assert np.all(counts == np.round(counts)) and counts.min() >= 0
+    assert np.all(counts[:, p == 0] == 0), "a state of probability zero is never drawn"
+    live = p > 0
+    z = (counts[:, live].mean(0) - m * p[live]) / np.sqrt(m * p[live] * (1 - p[live]) / n_draws)
+    assert np.abs(z).max() < 5, z
+    # the variance is the multinomial's, not merely the mean
+    ratio = counts[:, live].var(0) / (m * p[live] * (1 - p[live]))
+    assert np.all(np.abs(ratio - 1) < 0.06), ratio
+
+
+def test_multinomial_matches_the_exact_law_on_a_small_case():
+    p, m, n_draws = np.array([0.6, 0.3, 0.1]), 3, 40_000
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(2), n_draws)
+        counts = np.asarray(jax.vmap(lambda k: discrete.multinomial(k, jnp.asarray(p), m))(keys)).astype(int)
+    outcomes = [c for c in itertools.product(range(m + 1), repeat=3) if sum(c) == m]
+    observed = np.array([np.all(counts == c, axis=1).sum() for c in outcomes])
+    expected = np.array([stats.multinomial.pmf(c, m, p) for c in outcomes]) * n_draws
+    assert stats.chisquare(observed, expected).pvalue > 1e-4
+
+
+def test_unnormalised_counts_are_weights():
+    with jax.enable_x64(True):
+        counts = discrete.multinomial(jax.random.key(0), jnp.asarray([3.0, 0.0, 1.0]), 10_000)
+    assert counts[1] == 0 and abs(float(counts[0]) / 10_000 - 0.75) < 0.02
+
+
+def test_initial_distributions_and_bad_names():
+    np.testing.assert_allclose(discrete.initial_distribution("bernoulli(0.3)"), [0.7, 0.3])
+    zipf = discrete.initial_distribution("zipf(1000, 1)")
+    assert zipf.shape == (1000,) and np.isclose(zipf.sum(), 1) and np.isclose(zipf[0] / zipf[9], 10)
+    for bad in ("zipf(1000)", "bernoulli(1.5)", "uniform(1)", "gauss(3)", "zipf(a, 1)"):
+        with pytest.raises(ValueError, match="distribution="):
+            discrete.initial_distribution(bad)
+
+
+# --------------------------------------------------------------------------- the exact K = 2 chain
+
+
+@pytest.mark.parametrize("M", [1, 2, 7, 40])
+def test_transition_rows_sum_to_one(M):
+    np.testing.assert_allclose(discrete.wright_fisher_matrix(M).sum(1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(discrete.mixed_matrix(M, M // 2, 0.3).sum(1), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("M", [2, 5, 12])
+def test_absorbing_chain_against_a_brute_force_solve(M):
+    P = discrete.wright_fisher_matrix(M)
+    chain = discrete.absorbing_chain(P)
+    Q = P[1:M, 1:M]
+    ones = np.ones(M - 1)
+    t = np.linalg.solve(np.eye(M - 1) - Q, ones)  # first-step analysis: t = 1 + Q t
+    second = np.linalg.solve(np.eye(M - 1) - Q, ones + 2 * Q @ t)  # E[T^2]: s = 1 + 2 Q t + Q s
+    np.testing.assert_allclose(chain.t, t, rtol=1e-10)
+    np.testing.assert_allclose(chain.var_t, second - t**2, rtol=1e-9)
+    # the frequency is a martingale: absorbed in M with probability i / M
+    np.testing.assert_allclose(chain.B[:, 1], np.arange(1, M) / M, atol=1e-12)
+    np.testing.assert_allclose(chain.B.sum(1), 1.0, atol=1e-12)
+
+
+def test_absorption_time_from_the_real_distribution():
+    M = 12
+    chain = discrete.absorbing_chain(discrete.wright_fisher_matrix(M))
+    for i in (1, 4, 6):  # p0 = i / M: the first fit is one step of the chain from state i
+        law = discrete.absorption_time(M, i / M)
+        assert np.isclose(law.mean, chain.t[i - 1]) and np.isclose(law.var, chain.var_t[i - 1])
+    law = discrete.absorption_time(M, 0.37)
+    assert np.isclose(law.p_fix, 0.37)
+    survival = discrete.absorption_survival(M, 0.37, 2000)
+    assert survival[0] == 1 and np.all(np.diff(survival) <= 1e-15)
+    assert np.isclose(survival.sum(), law.mean)  # E[T] = sum_n P(T > n)
+
+
+def test_mixed_chain_is_ergodic_with_mean_at_the_real_frequency():
+    M, n_real, p = 20, 4, 0.3
+    P = discrete.mixed_matrix(M, n_real, p)
+    pi = discrete.stationary_distribution(P)
+    np.testing.assert_allclose(pi @ P, pi, atol=1e-12)
+    assert np.all(pi > 0)
+    # E[X'] = n_real p + (M - n_real) X / M has the fixed point M p
+    assert np.isclose(pi @ np.arange(M + 1), M * p)
+    with pytest.raises(ValueError, match="absorbing"):
+        discrete.absorbing_chain(P)
+
+
+# --------------------------------------------------------------------------- closed forms
+
+
+def test_diversity_recursion_by_enumeration():
+    """E[1 - sum p_n^2] after two generations, by summing over every outcome."""
+    M, p0 = 3, np.array([0.5, 0.3, 0.2])
+    outcomes = [np.array(c) for c in itertools.product(range(M + 1), repeat=3) if sum(c) == M]
+
+    def expected_diversity(p, generations):
+        if generations == 0:
+            return 1 - np.sum(p**2)
+        return sum(stats.multinomial.pmf(c, M, p) * expected_diversity(c / M, generations - 1) for c in outcomes)
+
+    for n in (1, 2, 3):
+        assert np.isclose(expected_diversity(p0, n), discrete.mean_diversity(n, M, p0), rtol=1e-12)
+
+
+def test_missing_state_and_tail_after_one_generation():
+    p0 = np.array([0.9, 0.09, 0.01])
+    assert np.isclose(discrete.missing_probability(0.01, 100), 0.99**100)
+    assert np.isclose(discrete.mean_alive_after_one(p0, 10), np.sum(1 - (1 - p0) ** 10))
+    assert np.isclose(discrete.mean_tail_alive_after_one(p0, 20), 0.01 * (1 - 0.99**20))  # tail: p0 < 1/20
+
+
+def test_diffusion_approximation_for_two_states():
+    assert np.isclose(discrete.diffusion_absorption_time(100, [0.5, 0.5]), 200 * np.log(2))
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+def test_simulated_absorption_agrees_with_the_exact_chain():
+    M, p, S = 10, 0.3, 20_000
+    result = discrete.absorb(discrete.AbsorptionRun(f"bernoulli({p})", n_samples=M, n_chains=S))
+    law = discrete.absorption_time(M, p)
+    assert not result["censored"].any()
+    assert abs(result["T"].mean() - law.mean) / np.sqrt(law.var / S) < 5
+    assert abs(result["state"].mean() - p) / np.sqrt(p * (1 - p) / S) < 5
+    # and the check can fail: the wrong M is detected
+    wrong = discrete.absorption_time(M + 2, p)
+    assert abs(result["T"].mean() - wrong.mean) / np.sqrt(wrong.var / S) > 5
+
+
+def test_absorption_does_not_depend_on_batching():
+    config = discrete.AbsorptionRun("uniform(3)", n_samples=8, n_chains=300)
+    from collapse import runner
+
+    with jax.enable_x64(True):
+        kwargs = dict(seed=0, n_chains=300, n_samples=8, max_generations=10_000, regime=Regime("replace"),
+                      stop=discrete.is_delta)
+        real = discrete.RealCategorical(config.distribution)
+        a, _ = runner.simulate_until(discrete.MODEL, real, n_steps=3, batch_size=64, **kwargs)
+        b, _ = runner.simulate_until(discrete.MODEL, real, n_steps=50, batch_size=4096, **kwargs)
+    np.testing.assert_array_equal(a, b)
+    capped = discrete.absorb(discrete.AbsorptionRun("uniform(3)", n_samples=50, n_chains=50, max_generations=2))
+    assert capped["censored"].all() and np.all(capped["T"] == 4)
+
+
+def test_run_metrics_against_closed_forms_and_regimes():
+    M, S = 200, 2000
+    config = discrete.CategoricalRun("zipf(300, 1)", n_samples=M, n_chains=S, n_generations=50, n_recorded=8)
+    result = discrete.run(config)
+    p0 = discrete.initial_distribution(config.distribution)
+    assert result["n"][0] == 1 and result["alive"].shape == (S, len(result["n"]))
+    alive = result["alive"][:, 0]
+    assert abs(alive.mean() - discrete.mean_alive_after_one(p0, M)) / (alive.std() / np.sqrt(S)) < 5
+    tail = result["tail_alive"][:, 0]
+    assert abs(tail.mean() - discrete.mean_tail_alive_after_one(p0, M)) / (tail.std() / np.sqrt(S)) < 5
+    diversity = result["diversity"]
+    z = (diversity.mean(0) - discrete.mean_diversity(result["n"], M, p0)) / (diversity.std(0) / np.sqrt(S))
+    assert np.abs(z).max() < 5, z
+    assert np.all(np.diff(result["alive"], axis=1) <= 0), "under replace a lost state never returns"
+    assert np.isinf(result["kl_from_real"]).all(1).any() and np.isfinite(result["kl_to_real"]).all()
+    np.testing.assert_array_equal(discrete.run(config)["entropy"], result["entropy"])  # deterministic
+
+    accumulate = discrete.run(config.__class__(**{**config.__dict__, "regime": Regime("accumulate")}))
+    assert np.all(np.diff(accumulate["alive"], axis=1) >= 0), "pooled counts never lose a state"
+    mix = discrete.run(config.__class__(**{**config.__dict__, "regime": Regime("mix", 0.5), "n_generations": 400}))
+    replace = discrete.run(config.__class__(**{**config.__dict__, "n_generations": 400}))
+    assert mix["alive"][:, -1].mean() > 2 * replace["alive"][:, -1].mean()
+
+
+def test_recording_a_subset_equals_the_full_history():
+    from collapse import runner
+
+    config = discrete.CategoricalRun("uniform(5)", n_samples=20, n_chains=4, n_generations=30)
+    with jax.enable_x64(True):
+        kwargs = dict(seed=3, n_chains=4, n_samples=20, n_generations=30, regime=Regime.parse("mix(0.2)"))
+        real = discrete.RealCategorical(config.distribution)
+        full = runner.simulate(discrete.MODEL, real, **kwargs)
+        kept = (0, 4, 29, 30)
+        some = runner.simulate(discrete.MODEL, real, record_at=kept, batch_size=3, **kwargs)
+    np.testing.assert_array_equal(full[:, list(kept)], some)
+    with pytest.raises(ValueError, match="record_at"):
+        runner.simulate(discrete.MODEL, real, record_at=(5, 2), **kwargs)
+
+
+def test_chapter_profiles_validate():
+    assert discrete.chapter_config("ci").exact_chains < discrete.chapter_config("cpu").exact_chains
+    assert discrete.chapter_config("cpu").exact_chains >= 100_000
+    with pytest.raises(ValueError, match="profile"):
+        discrete.chapter_config("laptop")
+    with pytest.raises(ValueError, match="distribution"):
+        discrete.CategoricalRun("zipf(10)")
