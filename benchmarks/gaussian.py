@@ -16,10 +16,10 @@ time is excluded by a warm-up run. Usage::
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
+from timing import best_time
 
 from collapse import gaussian
 
@@ -31,15 +31,6 @@ def numpy_reference(n_chains: int, M: int, n_generations: int, seed: int = 0) ->
         x = rng.normal(mu[:, None], sd[:, None], size=(n_chains, M))
         mu, sd = x.mean(axis=1), x.std(axis=1, ddof=1)
     return sd
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ warm-up run. Usage::
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import best_time
 
 from collapse import discrete, runner
 from collapse.config import Regime
@@ -53,15 +53,6 @@ def library(distribution: str, n_chains: int, M: int, n_generations: int, seed: 
             n_generations=n_generations, regime=Regime("replace"), record=alive_states,
             batch_size=max(jax.device_count(), 2**24 // M),
         )
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import linalg, stats
 
 from .config import Regime, check_int, check_profile
-from .runner import StatsModel, simulate, simulate_until
+from .runner import StatsModel, log_generations, simulate, simulate_until
 
 # Conditional binomials cost O(K) rejection samplers per draw of M points, sorted uniforms
 # O(M + K log M) cheap operations; on a CPU the binomials win only when M >= ~50 K.
@@ -346,8 +346,24 @@ class CategoricalRun:
 
     def generations(self) -> np.ndarray:
         """The runner's generations kept: 0, then log-spaced up to ``n_generations``."""
-        grid = np.unique(np.round(np.logspace(0, np.log10(self.n_generations), self.n_recorded)).astype(int))
-        return np.concatenate([[0], grid])
+        return log_generations(self.n_generations, self.n_recorded)
+
+
+def _simulate(config: CategoricalRun, record, n_chains: int):
+    """The chains of ``config`` through the shared runner, ``record`` kept at ``config.generations()``."""
+    with jax.enable_x64(True):
+        return simulate(
+            MODEL,
+            RealCategorical(config.distribution),
+            seed=config.seed,
+            n_chains=n_chains,
+            n_samples=config.n_samples,
+            n_generations=config.n_generations,
+            regime=config.regime,
+            record=record,
+            record_at=tuple(config.generations()),
+            batch_size=_batch_size(config.n_samples),
+        )
 
 
 def run(config: CategoricalRun) -> dict[str, np.ndarray]:
@@ -356,33 +372,14 @@ def run(config: CategoricalRun) -> dict[str, np.ndarray]:
     ``n`` counts fits as in the paper (n = 1 is the fit to real data); each metric has
     shape (chains, recorded n). Float64, so that uniforms resolve probabilities far below 1/M.
     """
-    kept = config.generations()
-    with jax.enable_x64(True):
-        history = simulate(
-            MODEL,
-            RealCategorical(config.distribution),
-            seed=config.seed,
-            n_chains=config.n_chains,
-            n_samples=config.n_samples,
-            n_generations=config.n_generations,
-            regime=config.regime,
-            record=Summary(config.distribution, config.n_samples),
-            record_at=tuple(kept),
-            batch_size=_batch_size(config.n_samples),
-        )
-    return {"n": kept + 1, **{name: np.asarray(v) for name, v in history._asdict().items()}}
+    history = _simulate(config, Summary(config.distribution, config.n_samples), config.n_chains)
+    return {"n": config.generations() + 1, **{name: np.asarray(v) for name, v in history._asdict().items()}}
 
 
 def frequencies(config: CategoricalRun, n_chains: int = 1) -> dict[str, np.ndarray]:
     """The whole fitted distribution p_n of the first ``n_chains`` chains at the recorded generations."""
-    kept = config.generations()
-    with jax.enable_x64(True):
-        weights = simulate(
-            MODEL, RealCategorical(config.distribution), seed=config.seed, n_chains=n_chains,
-            n_samples=config.n_samples, n_generations=config.n_generations, regime=config.regime,
-            record_at=tuple(kept), batch_size=_batch_size(config.n_samples),
-        )
-    return {"n": kept + 1, "p": weights / weights.sum(-1, keepdims=True)}
+    weights = _simulate(config, _weights, n_chains)
+    return {"n": config.generations() + 1, "p": weights / weights.sum(-1, keepdims=True)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import special
 
 from .config import Regime, check_choice, check_int, check_positive
-from .runner import StatsModel, simulate
+from .runner import StatsModel, log_generations, simulate
 
 ESTIMATORS = ("unbiased", "mle")  # ddof = 1 (the theorem) or 0 (np.std, the authors' notebook)
 SAMPLERS = ("stats", "draws")
@@ -135,8 +135,7 @@ class GaussianRun:
 
     def generations(self) -> np.ndarray:
         """The runner's generations kept: 0, then log-spaced up to ``n_generations``."""
-        grid = np.unique(np.round(np.logspace(0, np.log10(self.n_generations), self.n_recorded)).astype(int))
-        return np.concatenate([[0], grid])
+        return log_generations(self.n_generations, self.n_recorded)
 
 
 def run(config: GaussianRun) -> dict[str, np.ndarray]:

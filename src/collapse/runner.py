@@ -169,6 +169,12 @@ def passage_advance(
     return jax.lax.while_loop(running, step, state)
 
 
+def log_generations(n_generations: int, n_recorded: int) -> np.ndarray:
+    """Generations to record: 0, then about ``n_recorded`` log-spaced up to ``n_generations`` (included)."""
+    grid = np.unique(np.round(np.logspace(0, np.log10(n_generations), n_recorded)).astype(int))
+    return np.concatenate([[0], grid])
+
+
 def chain_keys(seed: int, n_chains: int) -> jax.Array:
     """Chain i's key is ``fold_in(key(seed), i)``: independent of how chains are batched or padded."""
     base = jax.random.key(seed)
