@@ -14,14 +14,14 @@ stationary law when real data are mixed in.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import linalg, stats
+from jax.scipy.special import xlogy
+from scipy import linalg, special, stats
 
 from .config import Regime, check_int, check_profile
 from .runner import StatsModel, log_generations, simulate, simulate_until
@@ -135,21 +135,17 @@ class CategoricalMetrics(NamedTuple):
     top: jax.Array  # max_k p_n(k): 1 once absorbed
 
 
-def _xlogy(x, y):
-    return jnp.where(x > 0, x * jnp.log(jnp.where(x > 0, y, 1.0)), 0.0)
-
-
 def metrics_of(p: jax.Array, p0: jax.Array, tail: jax.Array) -> CategoricalMetrics:
     """The summaries of the distribution ``p`` (last axis), against the real ``p0``."""
-    entropy = -_xlogy(p, p).sum(-1)
+    entropy = -xlogy(p, p).sum(-1)
     lost = jnp.any((p0 > 0) & (p == 0), axis=-1)
-    kl_from = jnp.where(lost, jnp.inf, (_xlogy(p0, p0) - _xlogy(p0, p)).sum(-1))
+    kl_from = jnp.where(lost, jnp.inf, (xlogy(p0, p0) - xlogy(p0, p)).sum(-1))
     return CategoricalMetrics(
         alive=(p > 0).sum(-1).astype(jnp.int32),
         diversity=1.0 - (p * p).sum(-1),
         entropy=entropy,
         kl_from_real=kl_from,
-        kl_to_real=(_xlogy(p, p) - _xlogy(p, p0)).sum(-1),
+        kl_to_real=(xlogy(p, p) - xlogy(p, p0)).sum(-1),
         tail_alive=jnp.where(tail & (p > 0), p0, 0.0).sum(-1),
         tail_mass=jnp.where(tail, p, 0.0).sum(-1),
         top=p.max(-1),
@@ -210,7 +206,7 @@ def diffusion_absorption_time(M: int, p0: np.ndarray) -> float:
     approximation for large M, against which the exact K = 2 values are compared.
     """
     q = 1.0 - np.asarray(p0, float)
-    return float(-2.0 * M * np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)))
+    return float(-2.0 * M * np.sum(special.xlogy(q, q)))
 
 
 # --------------------------------------------------------------------------- exact chain for K = 2

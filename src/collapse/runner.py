@@ -63,6 +63,19 @@ def _training_stats(model: StatsModel, real_stats, regime: Regime, key, params, 
     return model.merge(real_stats(key_real, n_real), model.sample_stats(key_synthetic, params, n_samples - n_real))
 
 
+def _start_chain(model: StatsModel, real_stats, key: jax.Array, n_samples: int):
+    """Generation 0, the fit to real data: ``(the chain's key for later generations, pooled, params)``."""
+    key_real, key_chain = jax.random.split(key)
+    pooled = real_stats(key_real, n_samples)
+    return key_chain, pooled, model.fit(pooled)
+
+
+def _next_generation(model: StatsModel, real_stats, regime: Regime, key_n, params, pooled, n_samples: int):
+    """Generation n+1 from generation n: ``(pooled, params)``."""
+    pooled = _training_stats(model, real_stats, regime, key_n, params, pooled, n_samples)
+    return pooled, model.fit(pooled)
+
+
 def run_chain(
     model: StatsModel,
     real_stats: Callable[[jax.Array, int], PyTree],
@@ -80,14 +93,9 @@ def run_chain(
     recorded: memory is O(len(record_at)) instead of O(n_generations), and ``record``
     is not even evaluated at the others -- what long chains with an O(K) summary need.
     """
-    key_real, key_chain = jax.random.split(key)
-    pooled = real_stats(key_real, n_samples)
-    params = model.fit(pooled)
+    key_chain, pooled, params = _start_chain(model, real_stats, key, n_samples)
     keys = jax.random.split(key_chain, n_generations)
-
-    def next_generation(key_n, params, pooled):
-        pooled = _training_stats(model, real_stats, regime, key_n, params, pooled, n_samples)
-        return pooled, model.fit(pooled)
+    next_generation = functools.partial(_next_generation, model, real_stats, regime, n_samples=n_samples)
 
     if record_at is None:
 
@@ -141,9 +149,7 @@ class Passage(NamedTuple):
 
 def passage_init(model: StatsModel, real_stats, key: jax.Array, *, n_samples: int, stop) -> Passage:
     """Generation 0 of a first-passage run: the fit to real data."""
-    key_real, key_chain = jax.random.split(key)
-    pooled = real_stats(key_real, n_samples)
-    params = model.fit(pooled)
+    key_chain, pooled, params = _start_chain(model, real_stats, key, n_samples)
     return Passage(jnp.asarray(0, jnp.int32), pooled, params, jax.random.key_data(key_chain), stop(params))
 
 
@@ -162,8 +168,7 @@ def passage_advance(
 
     def step(s: Passage) -> Passage:
         key_n = jax.random.fold_in(jax.random.wrap_key_data(s.key), s.n)
-        pooled = _training_stats(model, real_stats, regime, key_n, s.params, s.pooled, n_samples)
-        params = model.fit(pooled)
+        pooled, params = _next_generation(model, real_stats, regime, key_n, s.params, s.pooled, n_samples)
         return Passage(s.n + 1, pooled, params, s.key, stop(params))
 
     return jax.lax.while_loop(running, step, state)
@@ -201,15 +206,18 @@ def _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_g
     return jax.jit(jax.vmap(init)), jax.jit(jax.vmap(advance))
 
 
+def _round_to_devices(n: int) -> int:
+    """``n`` rounded up to a multiple of the device count, so every device gets equal work."""
+    return -(-n // jax.device_count()) * jax.device_count()
+
+
 def _on_all_devices(chains, seed: int, n_chains: int, batch_size: int | None = None) -> PyTree:
     """``chains(keys)`` with chain i's key from :func:`chain_keys`, the chain axis sharded over every device.
 
     With ``batch_size``, chains run in batches of that many (rounded up to a multiple of
     the device count) to bound memory; chain i's numbers do not depend on the batching.
     """
-    n_devices = jax.device_count()
-    batch = n_chains if batch_size is None else min(n_chains, batch_size)
-    batch = -(-batch // n_devices) * n_devices  # pad so every device gets equal work
+    batch = _round_to_devices(n_chains if batch_size is None else min(n_chains, batch_size))
     n_batches = -(-n_chains // batch)
     keys = chain_keys(seed, n_batches * batch)
     parts = [chains(shard_leading_axis(keys[b * batch : (b + 1) * batch])) for b in range(n_batches)]
@@ -267,7 +275,7 @@ def simulate_until(
     (seed, i) only, not on the batching.
     """
     init, advance = _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_generations)
-    batch = -(-min(batch_size, n_chains) // jax.device_count()) * jax.device_count()
+    batch = _round_to_devices(min(batch_size, n_chains))
     state = _on_all_devices(init, seed, n_chains, batch)
     state = jax.tree.map(np.array, state)  # writable host copies, updated in place below
     bar = tqdm(total=n_chains, desc="chains stopped", disable=not progress)
@@ -279,8 +287,7 @@ def simulate_until(
         for start in range(0, len(active), batch):
             rows = active[start : start + batch]
             # Pad to a power of two (few shapes, so few compilations); padding lanes are discarded.
-            lanes = min(batch, max(2048, 1 << (len(rows) - 1).bit_length()))
-            lanes = -(-lanes // jax.device_count()) * jax.device_count()
+            lanes = _round_to_devices(min(batch, max(2048, 1 << (len(rows) - 1).bit_length())))
             padded = np.concatenate([rows, np.full(lanes - len(rows), rows[-1])])
             moved = advance(shard_leading_axis(jax.tree.map(lambda x: x[padded], state)))
             for leaf, new in zip(jax.tree.leaves(state), jax.tree.leaves(moved)):
