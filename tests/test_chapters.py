@@ -9,6 +9,8 @@ import pytest
 
 from collapse.book import is_notebook, toc_pages
 
+from fixtures import write_image_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [p for p in toc_pages(ROOT) if is_notebook(ROOT / f"{p}.md")]
 
@@ -20,7 +22,11 @@ def test_every_chapter_is_in_the_toc():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
-def test_page_executes_at_profile_ci(page, tmp_path):
+def test_page_executes_at_profile_ci(page, tmp_path, monkeypatch):
+    # Small image data sets made here, so the test needs neither the real files nor a network.
+    for dataset in ("mnist", "fashion-mnist"):
+        write_image_dataset(tmp_path / "data", dataset)
+    monkeypatch.setenv("COLLAPSE_DATA_DIR", str(tmp_path / "data"))
     source = ROOT / f"{page}.md"
     notebook = jupytext.read(source)
     parameter_cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]

@@ -36,3 +36,29 @@ def test_four_devices_give_the_same_numbers_as_one(tmp_path):
     assert int(one["devices"]) == 1 and int(four["devices"]) == 4
     for name in set(one.files) - {"devices"}:  # 10 chains: padded to 12 on 4 devices
         np.testing.assert_array_equal(one[name], four[name], err_msg=name)
+
+
+VAE_SCRIPT = textwrap.dedent(
+    """
+    import sys, jax, numpy as np
+    from collapse import vae
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=(64, 8, 8), dtype=np.uint8)
+    config = vae.VAEConfig(image_shape=(8, 8), capacity=2, latent_dim=3, batch_size=16, epochs=2)
+    params, losses = vae.train(config, jax.random.key(0), data)
+    leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))}
+    np.savez(sys.argv[1], devices=jax.device_count(), losses=losses, **leaves)
+    """
+)
+
+
+def test_vae_batch_axis_sharded_over_four_devices_trains_the_same_model(tmp_path):
+    results = {}
+    for n in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        subprocess.run([sys.executable, "-c", VAE_SCRIPT, str(tmp_path / f"{n}.npz")], check=True, env=env)
+        results[n] = np.load(tmp_path / f"{n}.npz")
+    assert int(results[4]["devices"]) == 4
+    # Sums over a sharded batch may add in another order: equal up to float rounding, not bit for bit.
+    for name in set(results[1].files) - {"devices"}:
+        np.testing.assert_allclose(results[1][name], results[4][name], rtol=1e-4, atol=1e-6, err_msg=name)

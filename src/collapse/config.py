@@ -94,6 +94,8 @@ def to_dict(config: Any) -> dict:
             return str(value)
         if dataclasses.is_dataclass(value):
             return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [convert(v) for v in value]
         return value

@@ -103,6 +103,16 @@ class RunDir:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def adopt_generation(self, n: int, source: "RunDir") -> None:
+        """Copy ``source``'s finished generation ``n`` here (a scratch copy renamed into place)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=self.path, prefix=f".gen-{n:04d}."))
+        try:
+            shutil.copytree(source._generation(n), scratch, dirs_exist_ok=True)
+            os.replace(scratch, self._generation(n))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
     def load_generation(self, n: int, *, params: bool = True) -> dict:
         folder = self._generation(n)
         record = {

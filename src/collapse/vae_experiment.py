@@ -1,0 +1,275 @@
+"""Chapter 3's experiment: generations of VAEs on MNIST, and what they lose in the tails.
+
+:func:`run` trains generations 0..G through the shared resumable driver
+(:func:`collapse.runner.run_generations`): every finished generation's parameters,
+samples and metrics are in the run directory, and an interrupted run resumes at the
+next unfinished generation. :func:`analyse` then measures every stored generation
+with instruments fixed once: the generation-0 encoder, a classifier trained on real
+labels, the real test images split into head and tail by their generation-0 ELBO, and
+a fixed set of latent draws for the sample grids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import classifier, vae
+from .config import Regime, check_choice, check_int, check_profile, check_unit_interval
+from .mnist import Images
+from .runner import run_generations
+from .store import ResultsStore
+
+VERSION = "1"
+
+
+@dataclasses.dataclass(frozen=True)
+class VAERun:
+    """One chain of VAE generations: data, model, number of generations, regime, seed."""
+
+    dataset: str = "mnist"  # the data set actually loaded (mnist, fashion-mnist, sklearn-digits)
+    n_train: int = 60_000  # real training images (the first n of the training split)
+    model: vae.VAEConfig = vae.VAEConfig()  # architecture and optimiser of every generation
+    n_generations: int = 20  # generations after generation 0
+    regime: Regime = Regime()  # what generation n+1 is trained on
+    seed: int = 0  # every random number of the run derives from it
+
+    def __post_init__(self) -> None:
+        check_int("n_train", self.n_train, minimum=1)
+        check_int("n_generations", self.n_generations, minimum=0)
+        check_int("seed", self.seed, minimum=0)
+        if self.n_train < self.model.batch_size:
+            raise ValueError(f"n_train={self.n_train} is smaller than one batch ({self.model.batch_size})")
+
+
+def _generation_zero_twin(config: VAERun) -> VAERun:
+    # Generation 0 sees only real data and its keys depend on (seed, 0): every regime shares it.
+    return dataclasses.replace(config, regime=Regime(), n_generations=0)
+
+
+def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
+    """Train (or load) generations 0..n_generations; returns each generation's metrics."""
+    store = store or ResultsStore()
+    if len(real_train) != config.n_train:
+        raise ValueError(f"{len(real_train)} real images given, the config says n_train={config.n_train}")
+    run_dir = store.run_dir("vae", VERSION, config)
+    twin = store.run_dir("vae", VERSION, _generation_zero_twin(config))
+    if not run_dir.has_generation(0) and twin.path != run_dir.path and twin.has_generation(0):
+        run_dir.adopt_generation(0, twin)
+    losses = {}
+
+    def train(key, data):
+        params, losses["epochs"] = vae.train(config.model, key, data, n_real=config.n_train, progress=progress)
+        return params
+
+    def generate(key, params, n):
+        return vae.generate(params, key, n, config.model)
+
+    def evaluate(params, samples):
+        return {"train_loss": [float(x) for x in losses["epochs"]], "n_train_images": int(len(samples))}
+
+    metrics = run_generations(
+        run_dir, seed=config.seed, real_data=real_train, n_generations=config.n_generations,
+        regime=config.regime, train=train, generate=generate, evaluate=evaluate, progress=progress,
+    )
+    if twin.path != run_dir.path and not twin.has_generation(0):
+        twin.adopt_generation(0, run_dir)
+    return metrics
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def class_entropy(counts: np.ndarray) -> float:
+    """Entropy (nats) of a histogram of class labels."""
+    p = counts / counts.sum()
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@jax.jit
+def _nearest_neighbour_distances(x_NxD):
+    sq = jnp.sum(x_NxD**2, axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * x_NxD @ x_NxD.T
+    d2 = jnp.where(jnp.eye(x_NxD.shape[0], dtype=bool), jnp.inf, d2)
+    return jnp.sqrt(jnp.maximum(jnp.min(d2, axis=1), 0.0))
+
+
+def diversity(images_uint8: np.ndarray, n: int = 2000) -> dict[str, float]:
+    """Mean per-pixel variance, and mean Euclidean distance (pixels in [0, 1]) to the nearest other image among the first ``n``."""
+    x = images_uint8.reshape(len(images_uint8), -1).astype(np.float32) / 255.0
+    nn = _nearest_neighbour_distances(jnp.asarray(x[:n]))
+    return {"pixel_variance": float(x.var(axis=0).mean()), "nn_distance": float(nn.mean())}
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruments:
+    """What every generation is measured with, fixed once per chapter."""
+
+    n_latent_samples: int = 5000  # generated images encoded by the generation-0 encoder
+    tail_fraction: float = 0.1  # the least likely real test images under generation 0
+    elbo_draws: int = 2  # reparameterised draws per ELBO estimate (each averages over thousands of images)
+    n_grid: int = 32  # fixed latent draws decoded by every generation
+    n_diversity: int = 2000  # samples in the nearest-neighbour measure
+    classifier: classifier.ClassifierConfig = classifier.ClassifierConfig()  # labels the samples
+
+    def __post_init__(self) -> None:
+        check_int("n_latent_samples", self.n_latent_samples, minimum=2)
+        check_unit_interval("tail_fraction", self.tail_fraction)
+        check_int("elbo_draws", self.elbo_draws, minimum=1)
+        check_int("n_grid", self.n_grid, minimum=1)
+        check_int("n_diversity", self.n_diversity, minimum=2)
+
+
+def train_classifier(config: classifier.ClassifierConfig, real: Images, seed: int, store: ResultsStore | None = None):
+    """The label classifier of a data set (stored: trained once per config)."""
+    store = store or ResultsStore()
+    key = {"dataset": real.dataset, "n": len(real.images), "config": config, "seed": seed}
+
+    def compute():
+        params = classifier.train(config, jax.random.key(seed), real.images, real.labels, len(real.classes))
+        return {f"{i}{name}": np.asarray(a) for i, layer in enumerate(params) for name, a in zip("wb", layer)}
+
+    arrays = store.cached("classifier", VERSION, key, compute)
+    return [classifier.Layer(jnp.asarray(arrays[f"{i}w"]), jnp.asarray(arrays[f"{i}b"])) for i in range(len(arrays) // 2)]
+
+
+def analyse(
+    config: VAERun,
+    instruments: Instruments,
+    real_test: Images,
+    label_params,
+    *,
+    store: ResultsStore | None = None,
+) -> dict[str, np.ndarray]:
+    """Measure every generation of a finished run (stored under run and instruments).
+
+    Returns arrays over generations ``G = n_generations + 1``: ``latent_sigma`` (G,),
+    ``latents`` (G × n × L, generation-0 encoder means of each generation's samples),
+    ``class_counts`` (G × classes), ``test_nelbo`` (G × test images), ``tail`` (mask of
+    test images), ``grid`` (G × n_grid × H × W), ``pixel_variance`` and ``nn_distance``
+    (G,), ``train_loss`` (G × epochs).
+    """
+    store = store or ResultsStore()
+    key = {"run": config, "instruments": instruments, "test": [real_test.dataset, len(real_test.images)]}
+    run_dir = store.run_dir("vae", VERSION, config)
+
+    def compute():
+        missing = [n for n in range(config.n_generations + 1) if not run_dir.has_generation(n)]
+        if missing:
+            raise RuntimeError(f"generations {missing} of this run are not finished; call run() first")
+        records = [run_dir.load_generation(n) for n in range(config.n_generations + 1)]
+        encoder0 = records[0]["params"]
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 10**6), 3)
+        z_grid = jax.random.normal(keys[0], (instruments.n_grid, config.model.latent_dim))
+        out = {k: [] for k in ("latents", "class_counts", "test_nelbo", "grid", "pixel_variance", "nn_distance", "train_loss")}
+        for record in records:
+            samples = record["samples"]
+            out["latents"].append(vae.encode_means(encoder0, samples[: instruments.n_latent_samples]))
+            labels = classifier.predict(label_params, samples)
+            out["class_counts"].append(np.bincount(labels, minlength=len(real_test.classes)))
+            out["test_nelbo"].append(vae.negative_elbos(record["params"], keys[1], real_test.images, instruments.elbo_draws))
+            out["grid"].append(vae.decode_images(record["params"], z_grid, config.model.image_shape))
+            for name, value in diversity(samples, instruments.n_diversity).items():
+                out[name].append(value)
+            out["train_loss"].append(record["metrics"]["train_loss"])
+        result = {k: np.asarray(v) for k, v in out.items()}
+        result["latent_sigma"] = result["latents"].std(axis=1).mean(axis=1)
+        # The tail is chosen with independent draws: choosing and scoring with the same noisy
+        # estimate would make the chosen tail look worse at generation 0 than it is, and
+        # every later generation look better (regression to the mean).
+        nelbo0 = vae.negative_elbos(encoder0, keys[2], real_test.images, instruments.elbo_draws)
+        result["tail"] = nelbo0 >= np.quantile(nelbo0, 1.0 - instruments.tail_fraction)
+        real = diversity(real_test.images, instruments.n_diversity)
+        result["real_pixel_variance"], result["real_nn_distance"] = real["pixel_variance"], real["nn_distance"]
+        result["real_latent_sigma"] = vae.encode_means(encoder0, real_test.images[: instruments.n_latent_samples]).std(0).mean()
+        return result
+
+    return store.cached("vae-analysis", VERSION, key, compute)
+
+
+def classifier_accuracy(label_params, real_test: Images) -> float:
+    return float((classifier.predict(label_params, real_test.images) == real_test.labels).mean())
+
+
+# --------------------------------------------------------------------------- the chapter
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEChapter:
+    """What chapter 3 runs at one profile."""
+
+    profile: str = "cpu"  # ci / cpu / paper
+    seed: int = 0  # base seed of every run in the chapter
+    dataset: str = "mnist"  # the main data set (mnist or fashion-mnist)
+    n_train: int = 10_000  # real training images
+    n_test: int = 10_000  # real test images for the ELBO split
+    model: vae.VAEConfig = vae.VAEConfig(capacity=32, batch_size=128, epochs=5)  # every generation's VAE
+    n_generations: int = 5  # generations after generation 0
+    regimes: tuple[str, ...] = ("replace", "accumulate", "mix(0.1)")  # side by side
+    compare_dataset: str = "fashion-mnist"  # the second data set, under the first regime
+    instruments: Instruments = Instruments()
+
+    def __post_init__(self) -> None:
+        check_profile(self.profile)
+        check_int("seed", self.seed, minimum=0)
+        check_choice("dataset", self.dataset, ("mnist", "fashion-mnist"))
+        check_choice("compare_dataset", self.compare_dataset, ("mnist", "fashion-mnist"))
+        check_int("n_test", self.n_test, minimum=10)
+        for text in self.regimes:
+            Regime.parse(text)
+
+    def run_config(self, dataset: str, regime: str, n_train: int | None = None, image_shape=None) -> VAERun:
+        model = self.model if image_shape is None else dataclasses.replace(self.model, image_shape=tuple(image_shape))
+        return VAERun(dataset, n_train or self.n_train, model, self.n_generations, Regime.parse(regime), self.seed)
+
+
+def chapter_config(profile: str, seed: int = 0, dataset: str = "mnist") -> VAEChapter:
+    """The sizes of chapter 3 at ``profile``: same code, different numbers."""
+    check_profile(profile)
+    other = "fashion-mnist" if dataset == "mnist" else "mnist"
+    if profile == "ci":
+        return VAEChapter(
+            profile, seed, dataset, n_train=1024, n_test=1000, compare_dataset=other,
+            model=vae.VAEConfig(capacity=8, batch_size=128, epochs=2), n_generations=2,
+            instruments=Instruments(n_latent_samples=1000, elbo_draws=1, n_grid=16, n_diversity=500,
+                                    classifier=classifier.ClassifierConfig(hidden=128, epochs=2)),
+        )
+    if profile == "cpu":
+        return VAEChapter(profile, seed, dataset, compare_dataset=other)
+    return VAEChapter(
+        profile, seed, dataset, n_train=60_000, n_test=10_000, compare_dataset=other,
+        model=vae.VAEConfig(), n_generations=20, instruments=Instruments(classifier=classifier.ClassifierConfig(epochs=10)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ChapterData:
+    train: Images  # the whole real training split (the classifier learns from all of it)
+    test: Images  # the first n_test real test images
+    notice: str | None  # what a reader must know about where the data came from, if anything
+
+
+def load_data(dataset: str, n_test: int, **kwargs) -> ChapterData:
+    """Real data for the chapter, scikit-learn's digits if none can be had, and a notice saying which."""
+    from .mnist import load_or_fallback
+
+    train, why = load_or_fallback(dataset, "train", **kwargs)
+    test, _ = load_or_fallback(dataset, "test", **kwargs)
+    test = Images(test.images[:n_test], test.labels[:n_test], test.dataset, test.classes, test.verified)
+    notice = None
+    if why is not None:
+        notice = (
+            f"No copy of {dataset} could be found or downloaded, so this page ran on scikit-learn's "
+            f"{len(train.images) + len(test.images):,} handwritten digits (8×8 pixels) instead. Its numbers are "
+            f"**not comparable** to the paper's. ({why})"
+        )
+    elif not (train.verified and test.verified):
+        notice = (
+            f"The {dataset} files this page read do not match the published checksums (they may be a test "
+            "fixture or a modified copy): its numbers are not comparable to the paper's."
+        )
+    return ChapterData(train, test, notice)

@@ -1,0 +1,178 @@
+"""The VAE: shapes, the ELBO against a hand computation, training, determinism, resume."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from collapse import vae, vae_experiment
+from collapse.config import Regime
+from collapse.store import ResultsStore
+from fixtures import digit_like_images
+
+TINY = vae.VAEConfig(image_shape=(8, 8), capacity=2, latent_dim=3, batch_size=16, epochs=2)
+
+
+def test_shapes_and_finiteness():
+    config = vae.VAEConfig(capacity=4)
+    params = vae.init(jax.random.key(0), config)
+    x = vae.to_unit(digit_like_images(5, 0)[0])
+    mu, logvar = vae.encode(params, x)
+    assert mu.shape == logvar.shape == (5, 20)
+    images = vae.decode(params, mu, (28, 28))
+    assert images.shape == (5, 28, 28) and bool(jnp.all((images >= 0) & (images <= 1)))
+    nelbo = vae.negative_elbo(params, jax.random.key(1), x)
+    assert nelbo.shape == (5,) and bool(jnp.all(jnp.isfinite(nelbo)))
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        vae.VAEConfig(image_shape=(10, 10))
+    with pytest.raises(ValueError, match="capacity"):
+        vae.VAEConfig(capacity=0)
+    with pytest.raises(ValueError, match="n_train"):
+        vae_experiment.VAERun(n_train=10, model=TINY)
+
+
+# ---- a hand computation: loops over pixels, taps and channels, with PyTorch's definitions
+
+
+def conv_down_by_hand(x, w, b):  # out[i] = sum_t in[2i - 1 + t] w[t]
+    n, h, wd, _ = x.shape
+    out = np.zeros((n, h // 2, wd // 2, w.shape[3])) + b
+    for i in range(h // 2):
+        for j in range(wd // 2):
+            for ty in range(4):
+                for tx in range(4):
+                    y, xx = 2 * i - 1 + ty, 2 * j - 1 + tx
+                    if 0 <= y < h and 0 <= xx < wd:
+                        out[:, i, j] += x[:, y, xx] @ w[ty, tx]
+    return out
+
+
+def conv_up_by_hand(x, w, b):  # in[j] with tap t lands on out[2j - 1 + t]
+    n, h, wd, _ = x.shape
+    out = np.zeros((n, 2 * h + 2, 2 * wd + 2, w.shape[3]))
+    for i in range(h):
+        for j in range(wd):
+            for ty in range(4):
+                for tx in range(4):
+                    out[:, 2 * i + ty, 2 * j + tx] += x[:, i, j] @ w[ty, tx]
+    return out[:, 1:-1, 1:-1] + b
+
+
+def test_elbo_equals_a_hand_computation():
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), vae.init(jax.random.key(3), TINY))
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8))
+    key = jax.random.key(7)
+    relu = lambda a: np.maximum(a, 0)  # noqa: E731
+    h = relu(conv_down_by_hand(x[..., None], *params.enc1))
+    h = relu(conv_down_by_hand(h, *params.enc2)).reshape(4, -1)
+    mu, logvar = h @ params.mu.w + params.mu.b, h @ params.logvar.w + params.logvar.b
+    z = mu + np.exp(0.5 * logvar) * np.asarray(jax.random.normal(key, mu.shape))
+    g = (z @ params.dec_in.w + params.dec_in.b).reshape(4, 2, 2, -1)
+    logits = conv_up_by_hand(relu(conv_up_by_hand(g, *params.dec1)), *params.dec2)[..., 0]
+    p = 1 / (1 + np.exp(-logits))
+    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=(1, 2))
+    kl = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar).sum(1)
+    got = vae.negative_elbo(jax.tree.map(jnp.asarray, params), key, jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), bce + kl, rtol=1e-5)
+
+
+def test_one_training_step_lowers_the_loss():
+    state = vae.train_init(jax.random.key(0), TINY)
+    batch = jnp.asarray(digit_like_images(16, 0, shape=(8, 8))[0])
+    key = jax.random.key(1)
+    before = vae.negative_elbo(state.params, key, vae.to_unit(batch)).mean()
+    new_state, reported = vae.train_step(TINY, state, key, batch)
+    after = vae.negative_elbo(new_state.params, key, vae.to_unit(batch)).mean()
+    assert float(reported) == pytest.approx(float(before), rel=1e-5)
+    assert float(after) < float(before)
+
+
+def test_training_is_deterministic_and_learns():
+    data = digit_like_images(128, 0, shape=(8, 8))[0]
+    config = dataclasses.replace(TINY, epochs=6)
+    params_a, losses_a = vae.train(config, jax.random.key(5), data)
+    params_b, losses_b = vae.train(config, jax.random.key(5), data)
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(losses_a, losses_b)
+    assert losses_a[-1] < losses_a[0]
+    samples = vae.generate(params_a, jax.random.key(0), 10, config)
+    assert samples.shape == (10, 8, 8) and samples.dtype == np.uint8
+
+
+def small_run(regime="replace", n_generations=3):
+    return vae_experiment.VAERun("fixture", 64, TINY, n_generations, Regime.parse(regime), seed=2)
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
+def test_interrupted_run_resumes_with_identical_results(tmp_path, monkeypatch, regime):
+    real = digit_like_images(64, 1, shape=(8, 8))[0]
+    config = small_run(regime)
+    straight = vae_experiment.run(config, real, store=ResultsStore(tmp_path / "straight"), progress=False)
+
+    calls = {"n": 0}
+    original = vae.train
+
+    def crash_on_third_generation(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    store = ResultsStore(tmp_path / "interrupted")
+    monkeypatch.setattr(vae, "train", crash_on_third_generation)
+    with pytest.raises(KeyboardInterrupt):
+        vae_experiment.run(config, real, store=store, progress=False)
+    assert store.run_dir("vae", vae_experiment.VERSION, config).finished_generations() == [0, 1]
+    monkeypatch.setattr(vae, "train", original)
+    resumed = vae_experiment.run(config, real, store=store, progress=False)
+    assert resumed == straight
+    a = store.run_dir("vae", vae_experiment.VERSION, config).load_generation(3)
+    b = ResultsStore(tmp_path / "straight").run_dir("vae", vae_experiment.VERSION, config).load_generation(3)
+    np.testing.assert_array_equal(a["samples"], b["samples"])
+
+
+def test_regimes_share_generation_zero_and_then_differ(tmp_path):
+    real = digit_like_images(64, 1, shape=(8, 8))[0]
+    store = ResultsStore(tmp_path)
+    samples = {}
+    for regime in ("replace", "accumulate"):
+        config = small_run(regime, n_generations=1)
+        vae_experiment.run(config, real, store=store, progress=False)
+        run_dir = store.run_dir("vae", vae_experiment.VERSION, config)
+        samples[regime] = [run_dir.load_generation(n)["samples"] for n in (0, 1)]
+    np.testing.assert_array_equal(samples["replace"][0], samples["accumulate"][0])
+    assert not np.array_equal(samples["replace"][1], samples["accumulate"][1])
+
+
+def test_analysis_measures_every_generation(tmp_path):
+    from collapse import classifier
+    from collapse.mnist import Images
+
+    images, labels = digit_like_images(200, 3, shape=(8, 8))
+    real = Images(images, labels.astype(np.int32), "fixture", tuple("0123456789"), False)
+    store = ResultsStore(tmp_path)
+    config = small_run(n_generations=2)
+    vae_experiment.run(config, images[:64], store=store, progress=False)
+    instruments = vae_experiment.Instruments(n_latent_samples=50, elbo_draws=2, n_grid=4, n_diversity=30,
+                                             classifier=classifier.ClassifierConfig(hidden=16, epochs=1))
+    labeller = vae_experiment.train_classifier(instruments.classifier, real, 0, store=store)
+    result = vae_experiment.analyse(config, instruments, real, labeller, store=store)
+    assert result["latents"].shape == (3, 50, 3) and result["latent_sigma"].shape == (3,)
+    assert (result["class_counts"].sum(1) == 64).all()
+    assert result["test_nelbo"].shape == (3, 200) and result["tail"].sum() == 20
+    assert result["grid"].shape == (3, 4, 8, 8)
+    # The tail is where generation 0 is least likely (chosen with independent draws).
+    assert result["test_nelbo"][0, result["tail"]].mean() > result["test_nelbo"][0, ~result["tail"]].mean()
+
+
+def test_diversity_of_identical_images_is_zero():
+    same = np.repeat(digit_like_images(1, 0)[0], 10, axis=0)
+    d = vae_experiment.diversity(same)
+    assert d["pixel_variance"] == pytest.approx(0.0, abs=1e-12) and d["nn_distance"] == pytest.approx(0.0, abs=1e-2)
+    assert vae_experiment.class_entropy(np.array([5, 5])) == pytest.approx(np.log(2))
