@@ -30,6 +30,8 @@ test: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/gaussian.py
 	$(BIN)/python benchmarks/markov.py
+	$(BIN)/python -m pip install --quiet -e ".[torch]"
+	$(BIN)/python benchmarks/vae.py
 
 clean:
 	rm -rf _build

@@ -77,7 +77,7 @@ def test_elbo_equals_a_hand_computation():
     p = 1 / (1 + np.exp(-logits))
     bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=(1, 2))
     kl = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar).sum(1)
-    got = vae.negative_elbo(jax.tree.map(jnp.asarray, params), key, jnp.asarray(x, jnp.float32))
+    got = vae.negative_elbo(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params), key, jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), bce + kl, rtol=1e-5)
 
 
@@ -176,3 +176,14 @@ def test_diversity_of_identical_images_is_zero():
     d = vae_experiment.diversity(same)
     assert d["pixel_variance"] == pytest.approx(0.0, abs=1e-12) and d["nn_distance"] == pytest.approx(0.0, abs=1e-2)
     assert vae_experiment.class_entropy(np.array([5, 5])) == pytest.approx(np.log(2))
+
+
+def test_chapter_data_says_when_it_is_not_the_published_data(tmp_path):
+    from fixtures import write_image_dataset
+
+    write_image_dataset(tmp_path / "data", "mnist", n_train=40, n_test=30)
+    fixture = vae_experiment.load_data("mnist", 20, root=tmp_path / "data", allow_download=False)
+    assert fixture.train.dataset == "mnist" and len(fixture.test.images) == 20
+    assert "do not match the published checksums" in fixture.notice
+    fallback = vae_experiment.load_data("fashion-mnist", 20, root=tmp_path / "data", allow_download=False)
+    assert fallback.train.dataset == "sklearn-digits" and "not comparable" in fallback.notice

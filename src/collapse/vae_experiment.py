@@ -87,7 +87,7 @@ def class_entropy(counts: np.ndarray) -> float:
     """Entropy (nats) of a histogram of class labels."""
     p = counts / counts.sum()
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    return float(max(0.0, -(p * np.log(p)).sum()))  # max: no "-0.0" for a single class
 
 
 @jax.jit
