@@ -6,11 +6,12 @@ MNIST-sized images for the same number of steps:
 
 * Reference: the authors' architecture in PyTorch (``Conv2d`` / ``ConvTranspose2d``,
   ``torch.optim.Adam(weight_decay=1e-5)``), one Python step per batch, as their code does.
-* Library: :func:`collapse.vae.train_step` under ``jit`` with donated state, one step per
-  batch (what :func:`collapse.vae.train` runs).
+* Library: what :func:`collapse.vae.train` runs: on CPU one jitted step per batch with
+  donated state, on an accelerator one compiled ``lax.scan`` per run of batches.
 
 Throughput is images per second over timed steps after warm-up steps (compile time and
-PyTorch's first-call overheads excluded), best of ``--repeats``. PyTorch is a
+PyTorch's first-call overheads excluded), best of ``--repeats``. PyTorch runs on CUDA
+when it can (``--torch-device``), JAX on its default backend. PyTorch is a
 benchmark-only dependency: ``pip install -e ".[torch]"`` (pinned to the CPU build).
 Usage::
 
@@ -29,7 +30,7 @@ from timing import best_time
 from collapse import vae
 
 
-def torch_vae(capacity: int, latent_dim: int):
+def torch_vae(capacity: int, latent_dim: int, device: str):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -67,7 +68,7 @@ def torch_vae(capacity: int, latent_dim: int):
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
             return self.decoder(z), mu, logvar
 
-    model = VAE()
+    model = VAE().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
 
     def step(x):
@@ -89,38 +90,49 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--torch-device", default=None, help="default: cuda if available, else cpu")
     args = parser.parse_args()
 
     import torch
+
+    torch_device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     rng = np.random.default_rng(0)
     batches_uint8 = rng.integers(0, 256, size=(args.steps, args.batch, 28, 28), dtype=np.uint8)
 
     config = vae.VAEConfig(capacity=args.capacity, batch_size=args.batch)
     state = vae.train_init(jax.random.key(0), config)
+    scan = vae._scan_epochs()
     step = jax.jit(vae.train_step, static_argnums=(0,), donate_argnums=(1,))
-    device_batches = [jax.device_put(b) for b in batches_uint8]
+    device_batches = jax.device_put(batches_uint8)
 
     def run_jax(n):
         nonlocal state
-        for i in range(n):
-            state, loss = step(config, state, jax.random.key(i), device_batches[i % len(device_batches)])
+        if scan:  # n steps as one compiled loop over the first n batches
+            state, loss = vae._train_epoch(config, state, jax.random.key(n), device_batches[:n])
+        else:
+            for i in range(n):
+                state, loss = step(config, state, jax.random.key(i), device_batches[i % len(device_batches)])
         jax.block_until_ready(loss)
 
     torch.manual_seed(0)
-    torch_step = torch_vae(args.capacity, 20)
-    torch_batches = [torch.from_numpy(b.astype(np.float32) / 255.0).unsqueeze(1) for b in batches_uint8]
+    torch_step = torch_vae(args.capacity, 20, torch_device)
+    torch_batches = [torch.from_numpy(b.astype(np.float32) / 255.0).unsqueeze(1).to(torch_device) for b in batches_uint8]
 
     def run_torch(n):
         for i in range(n):
             torch_step(torch_batches[i % len(torch_batches)])
+        if torch_device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     run_jax(args.warmup)
+    run_jax(args.steps)  # the scanned loop compiles for its length
     run_torch(args.warmup)
     images = args.steps * args.batch
     t_jax = best_time(lambda: run_jax(args.steps), args.repeats)
     t_torch = best_time(lambda: run_torch(args.steps), args.repeats)
-    print(f"devices: JAX {jax.devices()[0].platform} x{jax.device_count()}, PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
+    jax_path = "scanned steps" if scan else "one call per step"
+    print(f"devices: JAX {jax.devices()[0].device_kind} ({jax_path}), PyTorch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads)")
     print(f"VAE training, capacity {args.capacity}, batch {args.batch}, {args.steps} steps:")
     print(f"  PyTorch reference: {images / t_torch:10.0f} images/s")
     print(f"  collapse (JAX):    {images / t_jax:10.0f} images/s")

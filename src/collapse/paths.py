@@ -28,3 +28,8 @@ def results_dir() -> Path:
 def data_dir() -> Path:
     """``COLLAPSE_DATA_DIR``, else ``<book>/data``."""
     return Path(os.environ.get("COLLAPSE_DATA_DIR") or book_root() / "data")
+
+
+def recorded_dir() -> Path:
+    """``<book>/chapters/recorded``: summaries of runs too large for the book's own build (committed)."""
+    return book_root() / "chapters" / "recorded"

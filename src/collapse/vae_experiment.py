@@ -11,15 +11,22 @@ a fixed set of latent draws for the sample grids.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import datetime
+import json
+import os
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import classifier, vae
-from .config import Regime, check_choice, check_int, check_profile, check_unit_interval
+from .config import Regime, check_choice, to_dict, check_int, check_profile, check_unit_interval
 from .mnist import Images
+from .paths import recorded_dir
 from .runner import run_generations
 from .store import ResultsStore
 
@@ -273,3 +280,103 @@ def load_data(dataset: str, n_test: int, **kwargs) -> ChapterData:
             "fixture or a modified copy): its numbers are not comparable to the paper's."
         )
     return ChapterData(train, test, notice)
+
+
+def run_chapter(
+    chapter: VAEChapter, data: ChapterData, *, regimes=None, store: ResultsStore | None = None, progress: bool = True,
+) -> tuple[dict[str, VAERun], dict[str, dict], list]:
+    """Train and measure every regime of ``chapter`` on ``data``: (runs, analyses, classifier)."""
+    n_train = min(chapter.n_train, len(data.train.images))
+    labeller = train_classifier(chapter.instruments.classifier, data.train, chapter.seed, store)
+    runs, analyses = {}, {}
+    for regime in regimes or chapter.regimes:
+        regime = str(Regime.parse(regime))
+        runs[regime] = chapter.run_config(data.train.dataset, regime, n_train, data.train.images.shape[1:])
+        run(runs[regime], data.train.images[:n_train], store=store, progress=progress)
+        analyses[regime] = analyse(runs[regime], chapter.instruments, data.test, labeller, store=store)
+    return runs, analyses, labeller
+
+
+def summarise(analysis: dict[str, np.ndarray]) -> dict[str, list | float]:
+    """The per-generation numbers of an analysis, small enough to record as JSON."""
+    nelbo, tail = analysis["test_nelbo"], analysis["tail"]
+    floats = lambda a: [float(x) for x in np.ravel(a)]  # noqa: E731
+    return {
+        "latent_sigma": floats(analysis["latent_sigma"]),
+        "real_latent_sigma": float(analysis["real_latent_sigma"]),
+        "class_counts": [[int(c) for c in row] for row in analysis["class_counts"]],
+        "label_entropy": [class_entropy(c) for c in analysis["class_counts"]],
+        "tail_nelbo": floats(nelbo[:, tail].mean(axis=1)),
+        "head_nelbo": floats(nelbo[:, ~tail].mean(axis=1)),
+        "pixel_variance": floats(analysis["pixel_variance"]),
+        "nn_distance": floats(analysis["nn_distance"]),
+        "real_pixel_variance": float(analysis["real_pixel_variance"]),
+        "real_nn_distance": float(analysis["real_nn_distance"]),
+        "final_train_loss": floats(np.asarray(analysis["train_loss"])[:, -1]),
+    }
+
+
+def recorded_path(profile: str, dataset: str) -> Path:
+    return recorded_dir() / f"vae-{profile}-{dataset}.json"
+
+
+def load_recorded(profile: str, dataset: str) -> dict | None:
+    """A recorded run of ``profile`` (see :func:`main`), or None if none was recorded."""
+    path = recorded_path(profile, dataset)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _environment() -> dict[str, str]:
+    device = jax.devices()[0]
+    return {
+        "device": f"{device.platform}: {getattr(device, 'device_kind', device.platform)} x{jax.device_count()}",
+        "jax": jax.__version__,
+        "date": datetime.date.today().isoformat(),
+        "commit": os.environ.get("COLLAPSE_COMMIT", "unknown"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run chapter 3's experiment at a profile outside the book, and record its summary.
+
+    ``python -m collapse.vae_experiment --profile paper --record`` trains every regime
+    (resuming finished generations from the results store) and writes
+    ``chapters/recorded/vae-paper-<dataset>.json``, which the chapter shows next to its
+    own numbers. The record is rewritten after every regime, so a run cut short keeps
+    what it finished.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="paper", choices=("ci", "cpu", "paper"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
+    parser.add_argument("--regimes", nargs="*", help="default: the profile's regimes")
+    parser.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
+                        help="write the summary JSON (default path: chapters/recorded/vae-<profile>-<dataset>.json)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per regime)")
+    args = parser.parse_args(argv)
+
+    chapter = chapter_config(args.profile, args.seed, args.dataset)
+    data = load_data(chapter.dataset, chapter.n_test)
+    if data.notice:
+        print("warning:", data.notice)
+    path = Path(args.record) if args.record else recorded_path(args.profile, args.dataset)
+    record = {
+        "chapter": to_dict(chapter), "dataset": data.train.dataset, "verified": bool(data.train.verified and data.test.verified),
+        "n_train": min(chapter.n_train, len(data.train.images)), "n_test": len(data.test.images),
+        "environment": _environment(), "regimes": {},
+    }
+    for regime in args.regimes or chapter.regimes:
+        start = time.perf_counter()
+        _, analyses, labeller = run_chapter(chapter, data, regimes=[regime], progress=not args.quiet)
+        (name, analysis), = analyses.items()
+        record["classifier_accuracy"] = classifier_accuracy(labeller, data.test)
+        record["regimes"][name] = {"seconds": time.perf_counter() - start, **summarise(analysis)}
+        sigma = record["regimes"][name]["latent_sigma"]
+        print(f"{name}: {record['regimes'][name]['seconds']:.0f} s, latent sigma {sigma[0]:.4f} -> {sigma[-1]:.4f}", flush=True)
+        if args.record is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
