@@ -1,6 +1,8 @@
 """The VAE: shapes, the ELBO against a hand computation, training, determinism, resume."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -182,6 +184,44 @@ def test_analysis_measures_every_generation(tmp_path):
     assert result["grid"].shape == (3, 4, 8, 8)
     # The tail is where generation 0 is least likely (chosen with independent draws).
     assert result["test_nelbo"][0, result["tail"]].mean() > result["test_nelbo"][0, ~result["tail"]].mean()
+    summary = vae_experiment.summarise(result)
+    json.dumps(summary)  # recordable as it is
+    assert len(summary["latent_sigma"]) == len(summary["tail_nelbo"]) == len(summary["class_counts"]) == 3
+    np.testing.assert_allclose(summary["tail_nelbo"][2], result["test_nelbo"][2, result["tail"]].mean(), rtol=1e-6)
+    np.testing.assert_allclose(summary["head_nelbo"][2], result["test_nelbo"][2, ~result["tail"]].mean(), rtol=1e-6)
+
+
+def test_command_line_records_a_summary_that_the_chapter_can_read(tmp_path, monkeypatch):
+    from fixtures import write_image_dataset
+
+    (tmp_path / "_config.yml").write_text(""), (tmp_path / "_toc.yml").write_text("")
+    write_image_dataset(tmp_path / "data", "mnist", n_train=1100, n_test=1000)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLLAPSE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COLLAPSE_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("COLLAPSE_FIGURES_DIR", str(tmp_path / "figures"))
+    vae_experiment.main(["--profile", "ci", "--seed", "3", "--regimes", "replace", "--record", "--quiet"])
+    assert vae_experiment.recorded_seeds("ci", "mnist") == [3]
+    record = vae_experiment.load_recorded("ci", "mnist", 3)
+    assert list(record["regimes"]) == ["replace"] and record["verified"] is False
+    assert len(record["regimes"]["replace"]["latent_sigma"]) == vae_experiment.chapter_config("ci").n_generations + 1
+    assert vae_experiment.record_is_current(record)
+    record["chapter"]["n_generations"] += 1
+    assert not vae_experiment.record_is_current(record)
+
+
+def test_recorded_paper_runs_are_complete_and_match_todays_paper_profile(monkeypatch):
+    # The chapter shows these GPU runs; changing the paper profile without re-recording fails here.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    seeds = vae_experiment.recorded_seeds("paper", "mnist")
+    assert 0 in seeds
+    for seed in seeds:
+        record = vae_experiment.load_recorded("paper", "mnist", seed)
+        assert vae_experiment.record_is_current(record), f"seed {seed}: re-run python -m collapse.vae_experiment --profile paper"
+        assert record["verified"] and record["n_train"] == 60_000
+        for r in record["regimes"].values():
+            assert len(r["latent_sigma"]) == vae_experiment.chapter_config("paper").n_generations + 1
+    assert set(vae_experiment.load_recorded("paper", "mnist", 0)["regimes"]) == set(vae_experiment.chapter_config("paper").regimes)
 
 
 def test_diversity_of_identical_images_is_zero():

@@ -95,6 +95,8 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     env_vars = {
         "COLLAPSE_FIGURES_DIR": str(build_dir / "figures"),
         "COLLAPSE_RESULTS_DIR": os.environ.get("COLLAPSE_RESULTS_DIR", str(build_dir / "results")),
+        # The pages run in the stage; the recorded GPU runs stay in the sources.
+        "COLLAPSE_RECORDED_DIR": str(root / "chapters" / "recorded"),
     }
     os.environ.update(env_vars)
 

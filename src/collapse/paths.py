@@ -31,5 +31,6 @@ def data_dir() -> Path:
 
 
 def recorded_dir() -> Path:
-    """``<book>/chapters/recorded``: summaries of runs too large for the book's own build (committed)."""
-    return book_root() / "chapters" / "recorded"
+    """``COLLAPSE_RECORDED_DIR``, else ``<book>/chapters/recorded``: committed summaries of runs
+    too large for the book's own build (see ``python -m collapse.vae_experiment``)."""
+    return Path(os.environ.get("COLLAPSE_RECORDED_DIR") or book_root() / "chapters" / "recorded")

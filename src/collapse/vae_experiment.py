@@ -316,14 +316,24 @@ def summarise(analysis: dict[str, np.ndarray]) -> dict[str, list | float]:
     }
 
 
-def recorded_path(profile: str, dataset: str) -> Path:
-    return recorded_dir() / f"vae-{profile}-{dataset}.json"
+def recorded_path(profile: str, dataset: str, seed: int) -> Path:
+    return recorded_dir() / f"vae-{profile}-{dataset}-seed{seed}.json"
 
 
-def load_recorded(profile: str, dataset: str) -> dict | None:
+def load_recorded(profile: str, dataset: str, seed: int) -> dict | None:
     """A recorded run of ``profile`` (see :func:`main`), or None if none was recorded."""
-    path = recorded_path(profile, dataset)
+    path = recorded_path(profile, dataset, seed)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recorded_seeds(profile: str, dataset: str) -> list[int]:
+    return sorted(int(p.stem.rsplit("-seed", 1)[1]) for p in recorded_dir().glob(f"vae-{profile}-{dataset}-seed*.json"))
+
+
+def record_is_current(record: dict) -> bool:
+    """Whether a record was made with the sizes ``chapter_config`` gives its profile today."""
+    c = record["chapter"]
+    return c == to_dict(chapter_config(c["profile"], c["seed"], c["dataset"]))
 
 
 def _environment() -> dict[str, str]:
@@ -341,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ``python -m collapse.vae_experiment --profile paper --record`` trains every regime
     (resuming finished generations from the results store) and writes
-    ``chapters/recorded/vae-paper-<dataset>.json``, which the chapter shows next to its
+    ``chapters/recorded/vae-paper-<dataset>-seed<seed>.json``, which the chapter shows next to its
     own numbers. The record is rewritten after every regime, so a run cut short keeps
     what it finished.
     """
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
     parser.add_argument("--regimes", nargs="*", help="default: the profile's regimes")
     parser.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
-                        help="write the summary JSON (default path: chapters/recorded/vae-<profile>-<dataset>.json)")
+                        help="write the summary JSON (default path: chapters/recorded/vae-<profile>-<dataset>-seed<seed>.json)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per regime)")
     args = parser.parse_args(argv)
 
@@ -359,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_data(chapter.dataset, chapter.n_test)
     if data.notice:
         print("warning:", data.notice)
-    path = Path(args.record) if args.record else recorded_path(args.profile, args.dataset)
+    path = Path(args.record) if args.record else recorded_path(args.profile, args.dataset, args.seed)
     record = {
         "chapter": to_dict(chapter), "dataset": data.train.dataset, "verified": bool(data.train.verified and data.test.verified),
         "n_train": min(chapter.n_train, len(data.train.images)), "n_test": len(data.test.images),
