@@ -1,0 +1,214 @@
+"""Ordinary least squares, generation after generation, with exact expected errors.
+
+The setting of Gerstgrasser et al. (2024) and Dey & Donoho (2024): a fixed design
+``X`` (T rows, d columns), true weights ``w*`` and label noise σ. Generation 0 fits
+OLS to labels ``y = X w* + ε``; generation n+1 fits OLS to labels ``X ŵ_n + ε`` drawn
+from generation n, under a data :class:`~collapse.config.Regime`:
+
+* ``replace``: all T rows relabelled by generation n;
+* ``accumulate``: every data set so far, pooled (the statistics add);
+* ``mix(α)``: the first ``αT`` rows keep real labels, the rest are relabelled.
+
+With ``G = XᵀX`` and ``η = G⁻¹Xᵀε ~ N(0, σ²G⁻¹)``, the error ``e_n = ŵ_n − w*`` obeys
+
+* replace and mix: ``e_{n+1} = A e_n + η_{n+1}`` with ``A = G⁻¹ G_S`` (``G_S`` the Gram
+  matrix of the relabelled rows; ``A = I`` under replace), so its covariance follows
+  ``C_{n+1} = A C_n Aᵀ + σ² G⁻¹`` from ``C_0 = σ² G⁻¹``;
+* accumulate: ``e_n = e_{n-1} + η_n / (n + 1)``, so ``C_n = σ² G⁻¹ Σ_{i=1}^{n+1} 1/i²``.
+
+The expected test error on isotropic inputs ``x ~ N(0, I)`` is ``E (xᵀe_n)² = tr C_n``:
+``(n + 1) σ² tr G⁻¹`` under replace, at most ``π²/6 · σ² tr G⁻¹`` under accumulate.
+Simulation goes through the book's one runner (:func:`collapse.runner.simulate`),
+with the sufficient statistics ``(XᵀX, Xᵀy)`` of each data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import Regime, check_int, check_positive
+from .runner import StatsModel, simulate
+
+
+class Design(NamedTuple):
+    """What every chain shares: the inputs, the true weights and the noise level."""
+
+    X_TxD: jax.Array  # the fixed design: T rows of d inputs
+    w_star: jax.Array  # (d,) true weights
+    sigma: float  # standard deviation of the label noise
+
+
+class Stats(NamedTuple):
+    """Sufficient statistics of a labelled data set for OLS."""
+
+    gram_DxD: jax.Array  # Xᵀ X
+    moment_D: jax.Array  # Xᵀ y
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionConfig:
+    """One experiment: the design's size and noise, and how long and how many chains run."""
+
+    n_samples: int = 100  # T: rows of the design, the size of every generation's data set
+    dim: int = 10  # d: inputs per row (T > d + 1 keeps E tr G⁻¹ = d/(T − d − 1) finite)
+    sigma: float = 1.0  # label noise
+    n_generations: int = 50  # generations after generation 0
+    n_chains: int = 4000  # independent chains (label noise) on the one design
+    seed: int = 0  # the design and every chain derive from it
+
+    def __post_init__(self) -> None:
+        check_int("dim", self.dim, minimum=1)
+        check_int("n_samples", self.n_samples, minimum=self.dim + 2)
+        check_positive("sigma", self.sigma)
+        check_int("n_generations", self.n_generations, minimum=0)
+        check_int("n_chains", self.n_chains, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+
+
+def make_design(config: RegressionConfig) -> Design:
+    """Gaussian inputs and weights, drawn once from the seed (independently of the chains)."""
+    key_x, key_w = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1))
+    X = jax.random.normal(key_x, (config.n_samples, config.dim))
+    return Design(X, jax.random.normal(key_w, (config.dim,)), float(config.sigma))
+
+
+def _labelled(design: Design, rows: slice, w, key) -> Stats:
+    X = design.X_TxD[rows]
+    y = X @ w + design.sigma * jax.random.normal(key, (X.shape[0],))
+    return Stats(X.T @ X, X.T @ y)
+
+
+def real_stats(design: Design, key, m: int) -> Stats:
+    """Real labels on the first ``m`` rows."""
+    return _labelled(design, slice(0, m), design.w_star, key)
+
+
+def sample_stats(design: Design, key, w, m: int) -> Stats:
+    """Labels from a fitted ``w`` on the last ``m`` rows (under ``mix`` the rows the real labels leave)."""
+    if m > design.X_TxD.shape[0]:
+        raise ValueError(f"{m} rows asked of a design with {design.X_TxD.shape[0]}")
+    return _labelled(design, slice(design.X_TxD.shape[0] - m, None), w, key)
+
+
+def fit(stats: Stats) -> jax.Array:
+    """OLS weights ``(XᵀX)⁻¹ Xᵀy``."""
+    return jnp.linalg.solve(stats.gram_DxD, stats.moment_D)
+
+
+def merge(a: Stats, b: Stats) -> Stats:
+    return Stats(a.gram_DxD + b.gram_DxD, a.moment_D + b.moment_D)
+
+
+def model(design: Design) -> StatsModel:
+    return StatsModel(fit=fit, sample_stats=functools.partial(sample_stats, design), merge=merge)
+
+
+def excess_error(w_star, w) -> jax.Array:
+    """Test error above the noise on isotropic inputs: ``E_x (xᵀ(w − w*))² = ‖w − w*‖²``."""
+    return jnp.sum((w - w_star) ** 2)
+
+
+def simulate_errors(config: RegressionConfig, regime: Regime, design: Design | None = None) -> np.ndarray:
+    """Excess test error of every chain at every generation, ``n_chains × (n_generations + 1)``."""
+    design = make_design(config) if design is None else design
+    return simulate(
+        model(design), functools.partial(real_stats, design), seed=config.seed, n_chains=config.n_chains,
+        n_samples=config.n_samples, n_generations=config.n_generations, regime=regime,
+        record=functools.partial(excess_error, design.w_star),
+    )
+
+
+def expected_errors(design: Design, regime: Regime, n_generations: int) -> np.ndarray:
+    """Exact ``E ‖ŵ_n − w*‖²`` given the design, n = 0..n_generations (label noise averaged)."""
+    X = np.asarray(design.X_TxD, dtype=np.float64)
+    T = X.shape[0]
+    G_inv = np.linalg.inv(X.T @ X)
+    base = design.sigma**2 * np.trace(G_inv)
+    n = np.arange(n_generations + 1)
+    if regime.kind == "accumulate":
+        return base * np.cumsum(1.0 / (n + 1.0) ** 2)
+    n_relabelled = T - regime.n_real(T) if regime.kind == "mix" else T
+    if n_relabelled == T:  # replace, or mix with no real rows
+        return base * (n + 1.0)
+    X_S = X[T - n_relabelled :]
+    A = G_inv @ (X_S.T @ X_S)
+    noise = design.sigma**2 * G_inv
+    C, out = noise, []
+    for _ in n:
+        out.append(np.trace(C))
+        C = A @ C @ A.T + noise
+    return np.asarray(out)
+
+
+def stationary_error(design: Design, regime: Regime) -> float:
+    """``lim E_n`` under ``mix`` (inf when the real rows leave some direction of w unseen).
+
+    The limit of :func:`expected_errors`' recursion solves ``C = A C Aᵀ + σ² G⁻¹``; it
+    exists when the spectral radius of ``A`` is below 1, that is when the real rows alone
+    have a full-rank Gram matrix (at least d of them, in general position).
+    """
+    from scipy.linalg import solve_discrete_lyapunov
+
+    if regime.kind != "mix":
+        raise ValueError(f"only mix has a stationary error; got {regime}")
+    X = np.asarray(design.X_TxD, dtype=np.float64)
+    T = X.shape[0]
+    X_S = X[regime.n_real(T) :]
+    G_inv = np.linalg.inv(X.T @ X)
+    A = G_inv @ (X_S.T @ X_S)
+    if np.max(np.abs(np.linalg.eigvals(A))) >= 1.0 - 1e-9:
+        return float("inf")
+    return float(np.trace(solve_discrete_lyapunov(A, design.sigma**2 * G_inv)))
+
+
+def expected_error_over_designs(config: RegressionConfig) -> float:
+    """Generation 0's error averaged over Gaussian designs too: σ² d / (T − d − 1) (inverse-Wishart mean)."""
+    return config.sigma**2 * config.dim / (config.n_samples - config.dim - 1)
+
+
+ACCUMULATE_BOUND = np.pi**2 / 6  # Σ 1/i²: accumulate never exceeds this multiple of generation 0's error
+
+
+VERSION = "1"
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionChapter:
+    """What the linear-regression section of chapter 5 runs at one profile."""
+
+    profile: str = "cpu"  # ci / cpu / paper
+    run: RegressionConfig = RegressionConfig()  # the design, noise, generations and chains
+    regimes: tuple[str, ...] = ("replace", "accumulate", "mix(0.05)", "mix(0.2)", "mix(0.5)")  # side by side
+
+
+def chapter_config(profile: str, seed: int = 0) -> RegressionChapter:
+    """The sizes at ``profile``: same code, different numbers."""
+    from .config import check_profile
+
+    check_profile(profile)
+    if profile == "ci":
+        return RegressionChapter(profile, RegressionConfig(n_samples=40, dim=5, n_generations=30, n_chains=1000, seed=seed))
+    if profile == "paper":
+        return RegressionChapter(profile, RegressionConfig(n_generations=200, n_chains=100_000, seed=seed))
+    return RegressionChapter(profile, RegressionConfig(n_generations=100, n_chains=10_000, seed=seed))
+
+
+def run_cached(config: RegressionConfig, regime: Regime, store=None) -> dict[str, np.ndarray]:
+    """Mean, standard error and closed form of the excess error at every generation (stored)."""
+    from .store import ResultsStore
+
+    def compute():
+        design = make_design(config)
+        errors = simulate_errors(config, regime, design)
+        return {
+            "mean": errors.mean(0), "standard_error": errors.std(0, ddof=1) / np.sqrt(len(errors)),
+            "theory": expected_errors(design, regime, config.n_generations),
+        }
+
+    return (store or ResultsStore()).cached("linear-regression", VERSION, {"run": config, "regime": regime}, compute)
