@@ -97,6 +97,12 @@ def class_entropy(counts: np.ndarray) -> float:
     return float(max(0.0, -(p * np.log(p)).sum()))  # max: no "-0.0" for a single class
 
 
+def classes_kept(counts, min_share: float = 0.01) -> np.ndarray:
+    """Indices of the classes that hold at least ``min_share`` of a label histogram."""
+    counts = np.asarray(counts)
+    return np.flatnonzero(counts / counts.sum() >= min_share)
+
+
 @jax.jit
 def _nearest_neighbour_distances(x_NxD):
     sq = jnp.sum(x_NxD**2, axis=1)
