@@ -24,10 +24,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from .config import Regime, check_choice, check_int, check_positive
+from .config import check_int, check_positive
 from .sharding import leading_axis_sharding
-
-VERSION = "1"
 
 # NHWC activations, HWIO kernels: XLA's preferred layout on CPU and GPU alike.
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -191,10 +189,6 @@ def negative_elbo(params: VAEParams, key, x_NxHxW, beta: float = 1.0) -> jax.Arr
 
 def to_unit(images_uint8) -> jax.Array:
     return jnp.asarray(images_uint8, jnp.float32) / 255.0
-
-
-def to_uint8(x01) -> np.ndarray:
-    return np.asarray(jnp.round(jnp.clip(x01, 0.0, 1.0) * 255.0), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- training
