@@ -85,7 +85,7 @@ def test_download_keeps_only_files_with_the_published_md5(tmp_path, monkeypatch)
     assert (tmp_path / "x.gz").read_bytes() == payload
     with pytest.raises(mnist.IdxError, match="md5"):
         mnist.download("https://example.org/y.gz", tmp_path / "y.gz", "0" * 32)
-    assert not (tmp_path / "y.gz").exists() and not list(tmp_path.glob(".*part"))
+    assert not (tmp_path / "y.gz").exists() and not list(tmp_path.glob(".*"))  # no scratch file left
 
 
 def test_load_downloads_from_a_mirror_when_the_folder_is_empty(tmp_path, monkeypatch):

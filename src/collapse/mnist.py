@@ -20,15 +20,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from .paths import data_dir
+from .store import atomic_write
 
 # The published md5 of every file, and mirrors that serve them under these names.
 DATASETS = {
@@ -125,18 +124,15 @@ def _read(path: Path) -> bytes:
 
 def download(url: str, target: Path, md5: str) -> None:
     """Fetch ``url`` to ``target``, keeping it only if its md5 matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+
+    def fetch(tmp: Path) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
-        got = _md5(Path(tmp))
+        got = _md5(tmp)
         if got != md5:
             raise IdxError(f"{url}: md5 {got} is not the published {md5}; the download was discarded")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(target, fetch)
 
 
 def _locate(dataset: str, filename: str, folder: Path, allow_download: bool) -> tuple[Path, bool]:

@@ -36,7 +36,7 @@ def config_key(experiment: str, version: str, config: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -53,11 +53,11 @@ def _write_npz(path: Path, arrays: dict) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
 
 
 def save_pytree(folder: Path, name: str, tree: Any) -> None:
@@ -65,7 +65,7 @@ def save_pytree(folder: Path, name: str, tree: Any) -> None:
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
     arrays = {f"{i:05d}{jax.tree_util.keystr(p)}": np.asarray(x) for i, (p, x) in enumerate(leaves_with_paths)}
     _write_npz(folder / f"{name}.npz", arrays)
-    _atomic_write(folder / f"{name}.treedef", lambda tmp: tmp.write_bytes(pickle.dumps(treedef)))
+    atomic_write(folder / f"{name}.treedef", lambda tmp: tmp.write_bytes(pickle.dumps(treedef)))
 
 
 def load_pytree(folder: Path, name: str) -> Any:
@@ -90,28 +90,27 @@ class RunDir:
     def finished_generations(self) -> list[int]:
         return sorted(int(p.name[4:]) for p in self.path.glob("gen-[0-9][0-9][0-9][0-9]") if p.is_dir())
 
-    def save_generation(self, n: int, *, params: Any, samples: np.ndarray, metrics: dict) -> None:
-        """Write everything to a scratch folder, then rename it into place in one step."""
-        final = self._generation(n)
+    def _write_generation(self, n: int, fill: Callable[[Path], None]) -> None:
+        """``fill`` a scratch folder, then rename it into place in one step."""
         self.path.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=self.path, prefix=f".gen-{n:04d}."))
         try:
-            save_pytree(scratch, "params", params)
-            np.save(scratch / "samples.npy", np.asarray(samples))
-            _write_json(scratch / "metrics.json", metrics)
-            os.replace(scratch, final)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    def adopt_generation(self, n: int, source: "RunDir") -> None:
-        """Copy ``source``'s finished generation ``n`` here (a scratch copy renamed into place)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=self.path, prefix=f".gen-{n:04d}."))
-        try:
-            shutil.copytree(source._generation(n), scratch, dirs_exist_ok=True)
+            fill(scratch)
             os.replace(scratch, self._generation(n))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def save_generation(self, n: int, *, params: Any, samples: np.ndarray, metrics: dict) -> None:
+        def fill(scratch: Path) -> None:
+            save_pytree(scratch, "params", params)
+            np.save(scratch / "samples.npy", np.asarray(samples))
+            _write_json(scratch / "metrics.json", metrics)
+
+        self._write_generation(n, fill)
+
+    def adopt_generation(self, n: int, source: "RunDir") -> None:
+        """Copy ``source``'s finished generation ``n`` here."""
+        self._write_generation(n, lambda scratch: shutil.copytree(source._generation(n), scratch, dirs_exist_ok=True))
 
     def load_generation(self, n: int, *, params: bool = True) -> dict:
         folder = self._generation(n)
