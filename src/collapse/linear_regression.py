@@ -124,21 +124,24 @@ def simulate_errors(config: RegressionConfig, regime: Regime, design: Design | N
     )
 
 
-def expected_errors(design: Design, regime: Regime, n_generations: int) -> np.ndarray:
-    """Exact ``E ‖ŵ_n − w*‖²`` given the design, n = 0..n_generations (label noise averaged)."""
+def _error_recursion(design: Design, regime: Regime) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, σ² G⁻¹)`` of ``C_{n+1} = A C_n Aᵀ + σ² G⁻¹`` (replace and mix), in float64."""
     X = np.asarray(design.X_TxD, dtype=np.float64)
     T = X.shape[0]
+    X_S = X[regime.n_real(T) :]  # the relabelled rows: all of them under replace
     G_inv = np.linalg.inv(X.T @ X)
-    base = design.sigma**2 * np.trace(G_inv)
+    return G_inv @ (X_S.T @ X_S), design.sigma**2 * G_inv
+
+
+def expected_errors(design: Design, regime: Regime, n_generations: int) -> np.ndarray:
+    """Exact ``E ‖ŵ_n − w*‖²`` given the design, n = 0..n_generations (label noise averaged)."""
     n = np.arange(n_generations + 1)
+    A, noise = _error_recursion(design, regime)
+    base = np.trace(noise)
     if regime.kind == "accumulate":
         return base * np.cumsum(1.0 / (n + 1.0) ** 2)
-    n_relabelled = T - regime.n_real(T) if regime.kind == "mix" else T
-    if n_relabelled == T:  # replace, or mix with no real rows
+    if regime.n_real(design.X_TxD.shape[0]) == 0:  # replace, or mix with no real rows: A = I
         return base * (n + 1.0)
-    X_S = X[T - n_relabelled :]
-    A = G_inv @ (X_S.T @ X_S)
-    noise = design.sigma**2 * G_inv
     C, out = noise, []
     for _ in n:
         out.append(np.trace(C))
@@ -157,14 +160,10 @@ def stationary_error(design: Design, regime: Regime) -> float:
 
     if regime.kind != "mix":
         raise ValueError(f"only mix has a stationary error; got {regime}")
-    X = np.asarray(design.X_TxD, dtype=np.float64)
-    T = X.shape[0]
-    X_S = X[regime.n_real(T) :]
-    G_inv = np.linalg.inv(X.T @ X)
-    A = G_inv @ (X_S.T @ X_S)
+    A, noise = _error_recursion(design, regime)
     if np.max(np.abs(np.linalg.eigvals(A))) >= 1.0 - 1e-9:
         return float("inf")
-    return float(np.trace(solve_discrete_lyapunov(A, design.sigma**2 * G_inv)))
+    return float(np.trace(solve_discrete_lyapunov(A, noise)))
 
 
 def expected_error_over_designs(config: RegressionConfig) -> float:
