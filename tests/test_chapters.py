@@ -7,7 +7,7 @@ import nbformat
 import papermill
 import pytest
 
-from collapse.book import is_notebook, toc_pages
+from collapse.book import is_notebook, page_environment, toc_pages
 
 from fixtures import write_image_dataset
 
@@ -38,3 +38,13 @@ def test_page_executes_at_profile_ci(page, tmp_path, monkeypatch):
         str(raw), str(tmp_path / "output.ipynb"), parameters={"profile": "ci", "seed": 0},
         cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
     )
+
+
+def test_staged_pages_find_the_data_and_records_of_the_sources(monkeypatch, tmp_path):
+    # The pages run in _build/stage: the default data/ folder is the book's, not the stage's.
+    monkeypatch.delenv("COLLAPSE_DATA_DIR", raising=False)
+    env = page_environment(tmp_path)
+    assert env["COLLAPSE_DATA_DIR"] == str(tmp_path / "data")
+    assert env["COLLAPSE_RECORDED_DIR"] == str(tmp_path / "chapters" / "recorded")
+    monkeypatch.setenv("COLLAPSE_DATA_DIR", "/elsewhere")
+    assert page_environment(tmp_path)["COLLAPSE_DATA_DIR"] == "/elsewhere"

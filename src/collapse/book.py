@@ -84,6 +84,18 @@ def execute_page(source: Path, target: Path, parameters: dict, cwd: Path) -> flo
     return seconds
 
 
+def page_environment(root: Path) -> dict[str, str]:
+    """Where the executed pages find their folders: the pages run in ``_build/stage``, where
+    ``book_root()`` is the stage, so everything that lives in the sources is named here."""
+    build_dir = root / "_build"
+    return {
+        "COLLAPSE_FIGURES_DIR": str(build_dir / "figures"),
+        "COLLAPSE_RESULTS_DIR": os.environ.get("COLLAPSE_RESULTS_DIR", str(build_dir / "results")),
+        "COLLAPSE_DATA_DIR": os.environ.get("COLLAPSE_DATA_DIR", str(root / "data")),
+        "COLLAPSE_RECORDED_DIR": str(root / "chapters" / "recorded"),
+    }
+
+
 def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: bool = True) -> int:
     build_dir = root / "_build"
     stage = build_dir / "stage"
@@ -92,12 +104,7 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     for name in BOOK_FILES:
         shutil.copy2(root / name, stage / name)
 
-    env_vars = {
-        "COLLAPSE_FIGURES_DIR": str(build_dir / "figures"),
-        "COLLAPSE_RESULTS_DIR": os.environ.get("COLLAPSE_RESULTS_DIR", str(build_dir / "results")),
-        # The pages run in the stage; the recorded GPU runs stay in the sources.
-        "COLLAPSE_RECORDED_DIR": str(root / "chapters" / "recorded"),
-    }
+    env_vars = page_environment(root)
     os.environ.update(env_vars)
 
     all_pages = toc_pages(root)
