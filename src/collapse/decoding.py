@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import check_int, check_positive
-from .opt import OPTConfig, OPTParams, decode_step, prefill
+from .opt import OPTConfig, OPTParams, decode_step, prefill, reorder
 
 _NEG = -1.0e9  # the "impossible" score generate() adds (not -inf: sums stay finite)
 
@@ -77,7 +77,7 @@ def _seen(tokens_BxT, vocab_size: int):
 def greedy_or_sample(params: OPTParams, config: OPTConfig, decode: DecodeConfig, prompts_BxT, key=None):
     """``B × max_new_tokens`` new tokens, one sequence per prompt (argmax, or a draw if ``do_sample``)."""
     b, t = prompts_BxT.shape
-    logits, cache = prefill(params, config, prompts_BxT, t + decode.max_new_tokens)
+    logits, cache = prefill(params, config, prompts_BxT, decode.max_new_tokens)
     keys = jax.random.split(key if key is not None else jax.random.key(0), decode.max_new_tokens)
 
     def step(carry, inputs):
@@ -91,8 +91,8 @@ def greedy_or_sample(params: OPTParams, config: OPTConfig, decode: DecodeConfig,
         token = jnp.where(done, config.pad_id, token).astype(prompts_BxT.dtype)
         seen = seen.at[jnp.arange(b), token].set(True)
         done = done | (token == config.eos_id)
-        logits, cache = decode_step(params, config, token, cache, t + i)
-        return (logits, cache, seen, done), token
+        logits, cache = decode_step(params, config, token[:, None], cache, i)
+        return (logits[:, 0], cache, seen, done), token
 
     carry = (logits, cache, _seen(prompts_BxT, config.vocab_size), jnp.zeros(b, bool))
     _, tokens = jax.lax.scan(step, carry, (jnp.arange(decode.max_new_tokens), keys))
@@ -109,10 +109,9 @@ def beam_search(params: OPTParams, config: OPTConfig, decode: DecodeConfig, prom
     """The best beam's ``B × max_new_tokens`` new tokens and its score ``B`` (see the module text)."""
     b, t = prompts_BxT.shape
     k, n, v = decode.num_beams, decode.max_new_tokens, config.vocab_size
-    logits, cache = prefill(params, config, prompts_BxT, t + n)
+    logits, cache = prefill(params, config, prompts_BxT, n, k)
     # Every beam starts as the prompt; only the first may extend at step 0 (no duplicate beams).
     logits = jnp.repeat(logits, k, axis=0)
-    cache = jax.tree.map(lambda c: jnp.repeat(c, k, axis=1), cache)
     seen = jnp.repeat(_seen(prompts_BxT, v), k, axis=0).reshape(b, k, v)
     running_tokens = jnp.full((b, k, n), config.pad_id, prompts_BxT.dtype)
     running_scores = jnp.tile(jnp.asarray([0.0] + [_NEG] * (k - 1), jnp.float32), (b, 1))
@@ -152,9 +151,8 @@ def beam_search(params: OPTParams, config: OPTConfig, decode: DecodeConfig, prom
             _gather_beams(jnp.concatenate([done_f, just_finished], axis=1), best),
         )
 
-        rows = (jnp.arange(b)[:, None] * k + source).reshape(-1)
-        cache = jax.tree.map(lambda c: c[:, rows], cache)
-        logits, cache = decode_step(params, config, next_token.reshape(-1), cache, t + i)
+        logits, cache = decode_step(params, config, next_token, reorder(cache, source), i)
+        logits = logits.reshape(b * k, v)
 
         best_possible = running_scores[:, 0] / ((i + 1) ** decode.length_penalty)
         worst_finished = jnp.where(finished[2], jnp.min(finished[1], axis=1, keepdims=True), _NEG)

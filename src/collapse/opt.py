@@ -199,49 +199,81 @@ def forward(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, key: ja
 
 
 class Cache(NamedTuple):
-    """Keys and values of every layer for the first ``length`` positions: ``n_layers × B × S × H × K``."""
+    """Keys and values per layer for J continuations of each of B prompts (tuples of ``n_layers`` arrays).
 
-    k: jax.Array
-    v: jax.Array
+    The prompt's part is stored once per prompt and shared by its continuations (beams
+    never copy it); the continuations' part has one row per continuation. Heads come
+    before positions so that a one-token query attends with batched matrix products.
+    """
+
+    prompt_k: tuple  # B × H × T × K
+    prompt_v: tuple
+    k: tuple  # B × J × H × N × K, N = new tokens
+    v: tuple
 
 
-def prefill(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, cache_size: int) -> tuple[jax.Array, Cache]:
-    """Run the prompts (unpadded, all of length T) and return the last position's logits ``B × V``
-    and a cache of ``cache_size`` positions holding the prompts' keys and values."""
+def _layer(params: OPTParams, i: int) -> Block:
+    return jax.tree.map(lambda x: x[i], params.blocks)
+
+
+def prefill(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, n_new: int, n_continuations: int = 1
+            ) -> tuple[jax.Array, Cache]:
+    """Run the prompts (unpadded, all of length T); returns the last position's logits ``B × V`` and a
+    cache with room for ``n_new`` tokens in each of ``n_continuations`` continuations per prompt."""
     b, t = tokens_BxT.shape
-    if cache_size > config.max_positions:
-        raise ValueError(f"prompt plus new tokens ({cache_size}) exceed max_positions={config.max_positions}")
+    if t + n_new > config.max_positions:
+        raise ValueError(f"prompt plus new tokens ({t + n_new}) exceed max_positions={config.max_positions}")
     x = _embed(params, config, tokens_BxT, 0, None)
     causal = jnp.tril(jnp.ones((t, t), bool))
-    pad = ((0, 0), (0, cache_size - t), (0, 0), (0, 0))
-
-    def layer(x, block):
-        def attend(q, k, v):
-            return _attend(q, k, v, causal), (jnp.pad(k, pad), jnp.pad(v, pad))
-
-        return _block(config, block, x, attend, None)
-
-    x, (k, v) = jax.lax.scan(layer, x, params.blocks)
-    return _logits(params, x[:, -1]), Cache(k, v)
-
-
-def decode_step(params: OPTParams, config: OPTConfig, tokens_B: jax.Array, cache: Cache, position) -> tuple[jax.Array, Cache]:
-    """Feed one token per row at ``position``; returns logits ``B × V`` and the cache with it added."""
-    x = _embed(params, config, tokens_B[:, None], position, None)
-    visible = (jnp.arange(cache.k.shape[2]) <= position)[None, :]
-
-    def layer(x, inputs):
-        block, k_cache, v_cache = inputs
+    prompt_k, prompt_v = [], []
+    for i in range(config.n_layers):
 
         def attend(q, k, v):
-            k_cache_ = jax.lax.dynamic_update_slice_in_dim(k_cache, k, position, axis=1)
-            v_cache_ = jax.lax.dynamic_update_slice_in_dim(v_cache, v, position, axis=1)
-            return _attend(q, k_cache_, v_cache_, visible), (k_cache_, v_cache_)
+            prompt_k.append(k.transpose(0, 2, 1, 3))
+            prompt_v.append(v.transpose(0, 2, 1, 3))
+            return _attend(q, k, v, causal), None
 
-        return _block(config, block, x, attend, None)
+        x, _ = _block(config, _layer(params, i), x, attend, None)
+    empty = tuple(jnp.zeros((b, n_continuations, config.n_heads, n_new, config.head_dim), x.dtype) for _ in prompt_k)
+    return _logits(params, x[:, -1]), Cache(tuple(prompt_k), tuple(prompt_v), empty, empty)
 
-    x, (k, v) = jax.lax.scan(layer, x, (params.blocks, cache.k, cache.v))
-    return _logits(params, x[:, 0]), Cache(k, v)
+
+def decode_step(params: OPTParams, config: OPTConfig, tokens_BxJ: jax.Array, cache: Cache, step) -> tuple[jax.Array, Cache]:
+    """Feed new token number ``step`` (0-based) of every continuation; returns logits ``B × J × V``
+    and the cache with its keys and values added."""
+    b, j = tokens_BxJ.shape
+    t = cache.prompt_k[0].shape[2]
+    x = _embed(params, config, tokens_BxJ.reshape(b * j, 1), t + step, None)
+    visible = jnp.arange(cache.k[0].shape[3]) <= step
+    scale = config.head_dim**-0.5
+    new_k, new_v = list(cache.k), list(cache.v)
+    for i in range(config.n_layers):
+
+        def attend(q, k, v):
+            # q, k, v: (B·J) × 1 × H × K. The new key and value go in at ``step``.
+            q, k, v = (a.reshape(b, j, config.n_heads, config.head_dim) for a in (q, k, v))
+            new_k[i] = jax.lax.dynamic_update_slice(new_k[i], k[:, :, :, None], (0, 0, 0, step, 0))
+            new_v[i] = jax.lax.dynamic_update_slice(new_v[i], v[:, :, :, None], (0, 0, 0, step, 0))
+            q = q * scale
+            scores = jnp.concatenate([
+                jnp.einsum("bjhk,bhsk->bjhs", q, cache.prompt_k[i]),
+                jnp.where(visible, jnp.einsum("bjhk,bjhnk->bjhn", q, new_k[i]), jnp.finfo(q.dtype).min),
+            ], axis=-1)
+            weights = jax.nn.softmax(scores, axis=-1)
+            out = (jnp.einsum("bjhs,bhsk->bjhk", weights[..., :t], cache.prompt_v[i])
+                   + jnp.einsum("bjhn,bjhnk->bjhk", weights[..., t:], new_v[i]))
+            return out.reshape(b * j, 1, config.n_heads, config.head_dim), None
+
+        x, _ = _block(config, _layer(params, i), x, attend, None)
+    logits = _logits(params, x[:, 0]).reshape(b, j, -1)
+    return logits, Cache(cache.prompt_k, cache.prompt_v, tuple(new_k), tuple(new_v))
+
+
+def reorder(cache: Cache, source_BxJ: jax.Array) -> Cache:
+    """Continuation j of prompt b becomes a copy of continuation ``source[b, j]`` (beam search)."""
+    index = source_BxJ[:, :, None, None, None]
+    take = lambda c: jnp.take_along_axis(c, index, axis=1)  # noqa: E731
+    return Cache(cache.prompt_k, cache.prompt_v, tuple(map(take, cache.k)), tuple(map(take, cache.v)))
 
 
 # --------------------------------------------------------------------------- weights from transformers
