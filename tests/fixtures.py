@@ -30,3 +30,44 @@ def write_image_dataset(root: Path, dataset: str = "mnist", n_train: int = 1200,
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
     assert set(p.name for p in folder.iterdir()) == set(DATASETS[dataset]["files"])
     return folder
+
+
+# --------------------------------------------------------------------------- text
+
+_SUBJECTS = ["the river", "a small town", "the old army", "her brother", "the museum", "this song", "the storm", "a young king"]
+_VERBS = ["crossed", "described", "built", "remembered", "followed", "defended", "opened", "carried"]
+_OBJECTS = ["the northern bridge", "a long letter", "the first album", "three ships", "the city walls", "an old map"]
+_TAILS = ["in 1862", "after the war", "during the winter", "with great care", "before dawn", "near the coast"]
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    """``n`` simple English sentences from a fixed grammar (varied enough to train a tokenizer on)."""
+    rng = np.random.default_rng(seed)
+    pick = lambda words: words[rng.integers(len(words))]  # noqa: E731
+    return [f"{pick(_SUBJECTS).capitalize()} {pick(_VERBS)} {pick(_OBJECTS)} {pick(_TAILS)} ." for _ in range(n)]
+
+
+def write_wikitext(root: Path, release: str = "tokenized", n_lines=(600, 80, 80)) -> Path:
+    """``root/wikitext-2[-raw]/`` with train/valid/test files of the release's names."""
+    folder = Path(root) / ("wikitext-2-raw" if release == "raw" else "wikitext-2")
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = "wiki.{}.raw" if release == "raw" else "{}.txt"
+    for seed, (split, n) in enumerate(zip(("train", "valid", "test"), n_lines)):
+        lines = [" = Heading = "] + [" " + " ".join(sentences(4, 100 * seed + i)) for i in range(n)]
+        (folder / pattern.format(split)).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def write_brown(root: Path, genres=("news", "fiction"), files_per_genre: int = 12) -> Path:
+    """``root/brown/`` in NLTK's layout: tagged files and cats.txt."""
+    folder = Path(root) / "brown"
+    folder.mkdir(parents=True, exist_ok=True)
+    cats = []
+    for g, genre in enumerate(genres):
+        for i in range(files_per_genre):
+            name = f"c{'ab'[g]}{i + 1:02d}"
+            tagged = ["\t" + " ".join(f"{w}/tag" for w in s.split()) for s in sentences(30, 1000 * g + i)]
+            (folder / name).write_text("\n\n".join(tagged) + "\n", encoding="utf-8")
+            cats.append(f"{name} {genre}")
+    (folder / "cats.txt").write_text("\n".join(cats) + "\n")
+    return folder

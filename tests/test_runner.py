@@ -99,8 +99,9 @@ def tiny_problem(fail_at=None, calls=None):
         noise = jax.random.normal(key, ())
         return {"mean": jnp.asarray(data.mean() + 0.01 * noise), "scale": jnp.asarray(data.std())}
 
-    def generate(key, params, n):
-        return np.asarray(params["mean"] + params["scale"] * jax.random.normal(key, (n,)))
+    def generate(key, params, data):
+        # As many samples as the real set (64), whatever the training set's size (accumulate).
+        return np.asarray(params["mean"] + params["scale"] * jax.random.normal(key, (64,)))
 
     def evaluate(params, samples):
         return {"mean": float(params["mean"]), "sample_std": float(samples.std())}

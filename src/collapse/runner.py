@@ -331,12 +331,14 @@ def run_generations(
     n_generations: int,
     regime: Regime,
     train: Callable[[jax.Array, np.ndarray], PyTree],
-    generate: Callable[[jax.Array, PyTree, int], np.ndarray],
+    generate: Callable[[jax.Array, PyTree, np.ndarray], np.ndarray],
     evaluate: Callable[[PyTree, np.ndarray], dict] | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Generations 0..n_generations of a model trained in Python, one generation at a time.
 
+    ``generate(key, params, data)`` returns as many samples as there are real ones; ``data``
+    is the set the generation was trained on (a language model continues its blocks).
     Each finished generation's parameters, generated data and metrics are written to
     ``run_dir`` atomically; generations already there are loaded, not recomputed.
     Returns the metrics of every generation.
@@ -352,7 +354,9 @@ def run_generations(
             key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
             data = training_set(regime, key_data, real_data, synthetic)
             params = train(key_train, data)
-            samples = np.asarray(generate(key_generate, params, len(real_data)))
+            samples = np.asarray(generate(key_generate, params, data))
+            if len(samples) != len(real_data):
+                raise ValueError(f"generate returned {len(samples)} samples; every generation must make {len(real_data)}")
             scores = dict(evaluate(params, samples)) if evaluate else {}
             run_dir.save_generation(n, params=params, samples=samples, metrics=scores)
             record = {"samples": samples, "metrics": scores}

@@ -112,6 +112,12 @@ def _raw_verified(path: Path) -> bool:
     return record.is_file() and record.read_text().split()[0] == _sha256(path)
 
 
+def _how_to_get_wikitext(root: Path) -> str:
+    return (f"Put wiki.{{train,valid,test}}.raw (or .tokens, or train/valid/test.txt) in {root}/wikitext-2-raw or "
+            f"{root}/wikitext-2, or set COLLAPSE_DATA_DIR to a folder that has them, or run where the Hugging Face "
+            "Hub can be reached.")
+
+
 def load_wikitext(root: Path | None = None, *, download: bool = True) -> Corpus:
     """WikiText-2 from ``root`` (default ``COLLAPSE_DATA_DIR``), else the Hub (see the module text)."""
     root = Path(root) if root is not None else data_dir()
@@ -123,12 +129,11 @@ def load_wikitext(root: Path | None = None, *, download: bool = True) -> Corpus:
             raise
         except Exception as error:  # offline, Hub down: say how to get the files
             raise CorpusUnavailable(
-                f"WikiText-2 is not in {root} and could not be downloaded ({type(error).__name__}: {error}). Put "
-                f"wiki.{{train,valid,test}}.raw (or .tokens, or train/valid/test.txt) in {root}/wikitext-2-raw or "
-                f"{root}/wikitext-2, or set COLLAPSE_DATA_DIR to a folder that has them."
+                f"WikiText-2 is not in {root} and could not be downloaded ({type(error).__name__}: {error}). "
+                + _how_to_get_wikitext(root)
             ) from error
     if found is None:
-        raise CorpusUnavailable(f"WikiText-2 is not in {root} (looked in {', '.join(_WIKITEXT_FOLDERS)})")
+        raise CorpusUnavailable(f"WikiText-2 is not in {root}. " + _how_to_get_wikitext(root))
     release, paths = found
     if release == "raw":  # verified when it was downloaded and checked here; a copy put there by hand is not
         verified = all(_raw_verified(paths[s]) for s in SPLITS)

@@ -72,8 +72,8 @@ def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = 
         params, losses["epochs"] = vae.train(config.model, key, data, n_real=config.n_train, progress=progress)
         return params
 
-    def generate(key, params, n):
-        return vae.generate(params, key, n, config.model)
+    def generate(key, params, data):
+        return vae.generate(params, key, config.n_train, config.model)
 
     def evaluate(params, samples):
         return {"train_loss": [float(x) for x in losses["epochs"]], "n_train_images": int(len(samples))}

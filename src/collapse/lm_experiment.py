@@ -1,0 +1,370 @@
+"""Chapter 4's experiment: generations of OPT-style language models on WikiText-2.
+
+Generation 0 is trained on real 64-token blocks; generation n+1 on the continuations
+generation n writes for every block of its own training set (5-beam search, repetition
+penalty, exactly 64 new tokens), mixed with real blocks as the data regime says. Every
+generation starts from the same point (the published OPT-125m weights, or one random
+initialisation) and keeps the epoch with the best validation perplexity.
+
+:func:`run` goes through the shared resumable driver (:func:`collapse.runner.run_generations`),
+so every finished generation's parameters, generated blocks and metrics are on disk and
+an interrupted run resumes. :func:`analyse` measures every stored generation with fixed
+instruments: the real test blocks, the generation-0 model as a judge of the generated
+data, and one real prompt continued by every generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from . import decoding, lm, opt, text
+from .config import Regime, check_choice, check_int, check_profile, to_dict
+from .paths import recorded_dir, results_dir
+from .runner import run_generations
+from .store import ResultsStore
+
+VERSION = "1"
+INITS = ("scratch", "opt-125m")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMRun:
+    """One chain of language-model generations."""
+
+    corpus: str = "wikitext-2"  # the corpus actually loaded
+    release: str = "raw"  # which of its releases (raw, tokenized, nltk)
+    tokenizer: str = "gpt2"  # "gpt2" (OPT's) or "bpe-<V>" (trained on the training split)
+    n_train: int = 0  # real training blocks (0 = all of the split)
+    n_valid: int = 0  # validation blocks that choose the best epoch (0 = all)
+    model: opt.OPTConfig = opt.OPTConfig()  # architecture of every generation
+    init: str = "opt-125m"  # every generation starts from these weights, or from one random init ("scratch")
+    train: lm.TrainConfig = lm.TrainConfig()  # optimiser and epochs of every generation
+    decode: decoding.DecodeConfig = decoding.DecodeConfig()  # how each generation writes the next one's data
+    n_generations: int = 9  # generations after generation 0
+    regime: Regime = Regime()  # what generation n+1 is trained on
+    seed: int = 0  # every random number of the run derives from it
+
+    def __post_init__(self) -> None:
+        check_choice("init", self.init, INITS)
+        check_int("n_generations", self.n_generations, minimum=0)
+        check_int("seed", self.seed, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMData:
+    corpus: text.Corpus
+    tokenizer: object  # a ``tokenizers.Tokenizer``
+    train: np.ndarray  # blocks, int32 N × 64
+    valid: np.ndarray
+    test: np.ndarray
+    notice: str | None  # what the reader must know about the data, if anything
+
+
+def tokenizer_path(corpus: text.Corpus, vocab_size: int) -> Path:
+    return results_dir() / "tokenizers" / f"{corpus.name}-{corpus.release}-bpe{vocab_size}.json"
+
+
+def load_data(corpus_name: str, *, init: str, vocab_size: int, block_size: int = 64) -> LMData:
+    """Blocks of the corpus (or, with a notice, the other one), with OPT's tokenizer or a trained BPE."""
+    corpus, notice = text.load_or_fallback(corpus_name)
+    if init == "opt-125m":
+        tokenizer = text.gpt2_tokenizer(opt.pretrained_folder())
+    else:
+        tokenizer = text.train_bpe(corpus.train, vocab_size, tokenizer_path(corpus, vocab_size))
+    blocks = {s: text.to_blocks(tokenizer, getattr(corpus, s), bos_id=2, block_size=block_size) for s in text.SPLITS}
+    return LMData(corpus, tokenizer, blocks["train"], blocks["valid"], blocks["test"], notice)
+
+
+def initial_params(config: LMRun) -> opt.OPTParams:
+    """Where every generation's training starts: OPT-125m's weights, or the seed's random init."""
+    if config.init == "opt-125m":
+        model, params, _ = opt.load_pretrained()
+        if model != dataclasses.replace(config.model, dropout=model.dropout):
+            raise ValueError(f"the run's model {config.model} is not OPT-125m's {model}")
+        return params
+    return opt.init(config.model, jax.random.fold_in(jax.random.key(config.seed), 10**6))
+
+
+def _generation_zero_twin(config: LMRun) -> LMRun:
+    # Generation 0 sees only real data and its keys depend on (seed, 0): it is the same for
+    # every regime with the same training settings.
+    return dataclasses.replace(config, regime=Regime(), n_generations=0)
+
+
+def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
+    """Train (or load) generations 0..n_generations; returns each generation's metrics."""
+    store = store or ResultsStore()
+    real = data.train[: config.n_train or None]
+    valid = data.valid[: config.n_valid or None]
+    run_dir = store.run_dir("lm", VERSION, config)
+    twin = store.run_dir("lm", VERSION, _generation_zero_twin(config))
+    if not run_dir.has_generation(0) and twin.path != run_dir.path and twin.has_generation(0):
+        run_dir.adopt_generation(0, twin)
+    start = initial_params(config)
+    history = {}
+
+    def train(key, blocks):
+        params, history["last"] = lm.train(config.model, config.train, key, blocks, valid, init_params=start,
+                                           progress=progress)
+        return params
+
+    def generate(key, params, blocks):
+        if len(blocks) > len(real):  # accumulate: continue as many blocks as the real set has
+            blocks = blocks[np.sort(np.asarray(jax.random.choice(key, len(blocks), (len(real),), replace=False)))]
+        return decoding.continue_blocks(params, config.model, config.decode, blocks, progress=progress,
+                                        desc="writing the next generation's data")
+
+    def evaluate(params, samples):
+        return {**history["last"], "test_ppl": lm.perplexity(params, config.model, data.test)}
+
+    metrics = run_generations(
+        run_dir, seed=config.seed, real_data=real, n_generations=config.n_generations, regime=config.regime,
+        train=train, generate=generate, evaluate=evaluate, progress=progress,
+    )
+    if twin.path != run_dir.path and not twin.has_generation(0):
+        twin.adopt_generation(0, run_dir)
+    return metrics
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def distinct_n(blocks_NxT: np.ndarray, n: int) -> float:
+    """Distinct n-grams over all n-grams of the blocks (within blocks): 1 = no n-gram repeats anywhere."""
+    grams = np.lib.stride_tricks.sliding_window_view(blocks_NxT, n, axis=1).reshape(-1, n)
+    return len(np.unique(grams, axis=0)) / len(grams)
+
+
+def repetition_rate(blocks_NxT: np.ndarray, n: int = 3) -> float:
+    """Share of n-grams that already occurred earlier in the same block (loops, stutters)."""
+    repeated = total = 0
+    for row in blocks_NxT:
+        seen = set()
+        for gram in zip(*(row[i:] for i in range(n))):
+            repeated += gram in seen
+            seen.add(gram)
+            total += 1
+    return repeated / total
+
+
+def unigram_entropy(blocks_NxT: np.ndarray, vocab_size: int) -> float:
+    """Entropy (bits) of the token frequencies of the blocks."""
+    counts = np.bincount(blocks_NxT.ravel(), minlength=vocab_size).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def rare_token_blocks(train_NxT: np.ndarray, test_MxT: np.ndarray, vocab_size: int, fraction: float = 0.1) -> np.ndarray:
+    """Mask of the test blocks whose rarest token (by training frequency) is among the rarest ``fraction`` of blocks'."""
+    counts = np.bincount(train_NxT.ravel(), minlength=vocab_size)
+    rarest = counts[test_MxT].min(axis=1)
+    # Ties at the cut go to the rare side; the mask then holds at least ``fraction`` of the blocks.
+    return rarest <= np.quantile(rarest, fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruments:
+    """What every generation is measured with."""
+
+    n_judged: int = 2000  # generated blocks scored by the generation-0 model (0 = all)
+    rare_fraction: float = 0.1  # test blocks with the rarest tokens
+    n_examples: int = 1  # real test prompts every generation continues
+
+
+def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: ResultsStore | None = None) -> dict:
+    """Measure every generation of a finished run. Arrays over generations ``G``:
+    ``test_nll`` (G × test blocks), ``judged_nll`` (G × n_judged: generation-0 model on each
+    generation's data), ``distinct_1/2/3``, ``repetition``, ``entropy`` (G,), ``examples``
+    (G × n_examples × 64 tokens), ``rare`` (mask of test blocks), ``valid_ppl`` and
+    ``train_loss`` (G × epochs), ``best_epoch`` (G,)."""
+    store = store or ResultsStore()
+    key = {"run": config, "instruments": instruments, "test": len(data.test)}
+    run_dir = store.run_dir("lm", VERSION, config)
+    real = data.train[: config.n_train or None]
+
+    def compute():
+        missing = [n for n in range(config.n_generations + 1) if not run_dir.has_generation(n)]
+        if missing:
+            raise RuntimeError(f"generations {missing} of this run are not finished; call run() first")
+        judge = run_dir.load_generation(0)["params"]
+        prompts = data.test[: instruments.n_examples]
+        out = {k: [] for k in ("test_nll", "judged_nll", "distinct_1", "distinct_2", "distinct_3", "repetition",
+                               "entropy", "examples", "valid_ppl", "train_loss", "best_epoch")}
+        for n in range(config.n_generations + 1):
+            record = run_dir.load_generation(n)
+            samples = record["samples"][: instruments.n_judged or None]
+            out["test_nll"].append(lm.sequence_nll(record["params"], config.model, data.test))
+            out["judged_nll"].append(lm.sequence_nll(judge, config.model, samples))
+            for k in (1, 2, 3):
+                out[f"distinct_{k}"].append(distinct_n(samples, k))
+            out["repetition"].append(repetition_rate(samples))
+            out["entropy"].append(unigram_entropy(samples, config.model.vocab_size))
+            out["examples"].append(np.asarray(decoding.generate(record["params"], config.model, config.decode, prompts)))
+            for k in ("valid_ppl", "train_loss", "best_epoch"):
+                out[k].append(record["metrics"][k])
+        result = {k: np.asarray(v) for k, v in out.items()}
+        result["rare"] = rare_token_blocks(real, data.test, config.model.vocab_size, instruments.rare_fraction)
+        result["real_judged_nll"] = lm.sequence_nll(judge, config.model, real[: instruments.n_judged or None])
+        for k in (1, 2, 3):
+            result[f"real_distinct_{k}"] = distinct_n(real, k)
+        result["real_repetition"] = repetition_rate(real)
+        result["real_entropy"] = unigram_entropy(real, config.model.vocab_size)
+        return result
+
+    return store.cached("lm-analysis", VERSION, key, compute)
+
+
+def summarise(analysis: dict) -> dict:
+    """Per-generation numbers of an analysis, small enough to record as JSON."""
+    test_nll, rare = analysis["test_nll"], analysis["rare"]
+    floats = lambda a: [float(x) for x in np.ravel(a)]  # noqa: E731
+    return {
+        "test_ppl": floats(np.exp(test_nll.mean(axis=1))),
+        "rare_ppl": floats(np.exp(test_nll[:, rare].mean(axis=1))),
+        "common_ppl": floats(np.exp(test_nll[:, ~rare].mean(axis=1))),
+        "judged_ppl_median": floats(np.exp(np.median(analysis["judged_nll"], axis=1))),
+        **{k: floats(analysis[k]) for k in ("distinct_1", "distinct_2", "distinct_3", "repetition", "entropy", "best_epoch")},
+    }
+
+
+# --------------------------------------------------------------------------- the chapter
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One of the paper's two protocols."""
+
+    name: str  # what the chapter calls it
+    regime: str  # replace / accumulate / mix(alpha)
+    epochs: int  # training epochs of every generation
+
+
+PAPER_SETTINGS = (
+    Setting("5 epochs, no original data", "replace", 5),
+    Setting("10 epochs, 10% original data", "mix(0.1)", 10),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMChapter:
+    """What chapter 4 runs at one profile."""
+
+    profile: str = "cpu"  # ci / cpu / paper
+    seeds: tuple[int, ...] = (0,)  # one chain per seed and setting
+    corpus: str = "wikitext-2"  # the main corpus (wikitext-2 or brown)
+    compare_corpus: str = "brown"  # the second corpus, under the first setting, first seed
+    init: str = "scratch"  # "opt-125m" (the paper: fine-tuning) or "scratch"
+    model_preset: str = "cpu"  # opt.PRESETS name (opt-125m's sizes when init="opt-125m")
+    vocab_size: int = 4096  # of the BPE trained when init="scratch"
+    n_train: int = 1024  # real training blocks (0 = all)
+    n_valid: int = 256  # validation blocks (0 = all)
+    n_generations: int = 5  # after generation 0
+    settings: tuple[Setting, ...] = PAPER_SETTINGS
+    train: lm.TrainConfig = lm.TrainConfig(learning_rate=2e-3, warmup=0.05, weight_decay=0.01, batch_size=64)  # epochs come from the setting
+    decode: decoding.DecodeConfig = decoding.DecodeConfig()  # the paper's: 5 beams, penalty 3.0, 64 new tokens
+    instruments: Instruments = Instruments()
+
+    def __post_init__(self) -> None:
+        check_profile(self.profile)
+        check_choice("corpus", self.corpus, text.CORPORA)
+        check_choice("compare_corpus", self.compare_corpus, text.CORPORA)
+        check_choice("init", self.init, INITS)
+        check_choice("model_preset", self.model_preset, tuple(opt.PRESETS))
+        check_int("vocab_size", self.vocab_size, minimum=260)  # 256 bytes + 4 special tokens
+        check_int("n_train", self.n_train, minimum=0)
+        check_int("n_generations", self.n_generations, minimum=1)
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+        for setting in self.settings:
+            Regime.parse(setting.regime)
+
+    def run_config(self, data: LMData, setting: Setting, seed: int) -> LMRun:
+        if self.init == "opt-125m":
+            model, tokenizer = opt.OPTConfig(), "gpt2"
+        else:
+            model, tokenizer = opt.preset(self.model_preset, self.vocab_size), f"bpe-{self.vocab_size}"
+        return LMRun(
+            data.corpus.name, data.corpus.release, tokenizer, self.n_train, self.n_valid, model, self.init,
+            dataclasses.replace(self.train, epochs=setting.epochs), self.decode, self.n_generations,
+            Regime.parse(setting.regime), seed,
+        )
+
+
+def chapter_config(profile: str, corpus: str = "wikitext-2", init: str | None = None) -> LMChapter:
+    """The sizes of chapter 4 at ``profile``: same code, different numbers."""
+    check_profile(profile)
+    other = "brown" if corpus == "wikitext-2" else "wikitext-2"
+    if profile == "ci":
+        return LMChapter(
+            profile, (0,), corpus, other, init or "scratch", "ci", vocab_size=1024, n_train=128, n_valid=64,
+            n_generations=2, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, weight_decay=0.01, batch_size=32),
+            decode=decoding.DecodeConfig(max_new_tokens=64, min_new_tokens=64, num_beams=5),
+            settings=(Setting("5 epochs, no original data", "replace", 2), Setting("10 epochs, 10% original data", "mix(0.1)", 3)),
+            instruments=Instruments(n_judged=128),
+        )
+    if profile == "cpu":
+        return LMChapter(profile, (0,), corpus, other, init or "scratch")
+    return LMChapter(
+        profile, (0, 1, 2, 3, 4), corpus, other, init or "opt-125m", "opt-125m", n_train=0, n_valid=0,
+        n_generations=9, train=lm.TrainConfig(learning_rate=5e-5, batch_size=128), instruments=Instruments(n_judged=0),
+    )
+
+
+def run_chapter(chapter: LMChapter, data: LMData, *, settings=None, seeds=None, store=None, progress=True) -> dict:
+    """Train and measure every (setting, seed): ``{(setting name, seed): (run config, analysis)}``."""
+    out = {}
+    for setting in settings or chapter.settings:
+        for seed in seeds or chapter.seeds:
+            config = chapter.run_config(data, setting, seed)
+            run(config, data, store=store, progress=progress)
+            out[setting.name, seed] = (config, analyse(config, chapter.instruments, data, store=store))
+    return out
+
+
+def recorded_path(profile: str, corpus: str, seed: int) -> Path:
+    return recorded_dir() / f"lm-{profile}-{corpus}-seed{seed}.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run chapter 4's experiment at a profile outside the book (a GPU host), and record its summary.
+
+    ``python -m collapse.lm_experiment --profile paper --seed 0 --record`` trains both settings
+    (resuming finished generations) and writes ``chapters/recorded/lm-paper-<corpus>-seed<k>.json``
+    after each, so a run cut short keeps what it finished.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="paper", choices=("ci", "cpu", "paper"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpus", default="wikitext-2", choices=text.CORPORA)
+    parser.add_argument("--init", choices=INITS, help="default: the profile's")
+    parser.add_argument("--record", action="store_true", help="write chapters/recorded/lm-<profile>-<corpus>-seed<k>.json")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    chapter = chapter_config(args.profile, args.corpus, args.init)
+    data = load_data(chapter.corpus, init=chapter.init, vocab_size=chapter.vocab_size)
+    if data.notice:
+        print("warning:", data.notice)
+    record = {"chapter": to_dict(chapter), "corpus": data.corpus.name, "release": data.corpus.release,
+              "device": str(jax.devices()[0]), "settings": {}}
+    for setting in chapter.settings:
+        start = time.perf_counter()
+        (config, analysis), = run_chapter(chapter, data, settings=[setting], seeds=[args.seed], progress=not args.quiet).values()
+        record["settings"][setting.name] = {"seconds": time.perf_counter() - start, "run": to_dict(config), **summarise(analysis)}
+        ppl = record["settings"][setting.name]["test_ppl"]
+        print(f"{setting.name}: {record['settings'][setting.name]['seconds']:.0f} s, test ppl {ppl[0]:.1f} -> {ppl[-1]:.1f}",
+              flush=True)
+        if args.record:
+            path = recorded_path(args.profile, data.corpus.name, args.seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

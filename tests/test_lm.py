@@ -1,0 +1,305 @@
+"""Chapter 4's library: the OPT decoder against transformers, decoding, data, training, the recursion."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from collapse import decoding, lm, lm_experiment, opt, text
+from collapse.config import Regime
+from collapse.store import ResultsStore
+
+from fixtures import write_brown, write_wikitext
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny_hf():
+    """A tiny random ``OPTForCausalLM`` and the same weights as our pytree."""
+    torch.manual_seed(0)
+    hf_config = transformers.OPTConfig(
+        vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+        max_position_embeddings=64, word_embed_proj_dim=32, pad_token_id=1, bos_token_id=2, eos_token_id=2,
+    )
+    model = transformers.OPTForCausalLM(hf_config).eval()
+    with torch.no_grad():  # make EOS likely, so that beams finish early and the EOS rules are exercised
+        model.model.decoder.embed_tokens.weight[2] *= 4
+    config = opt.config_from_hf(hf_config.to_dict())
+    params = opt.from_hf_state_dict({k: v.numpy() for k, v in model.state_dict().items()}, config)
+    return model, config, params
+
+
+def prompts(n=6, length=12, seed=1):
+    tokens = np.random.default_rng(seed).integers(3, 96, size=(n, length))
+    tokens[:, 0] = 2  # OPT's BOS
+    return tokens
+
+
+def test_logits_match_transformers(tiny_hf):
+    model, config, params = tiny_hf
+    tokens = prompts(3, 20)
+    with torch.no_grad():
+        reference = model(torch.tensor(tokens)).logits.numpy()
+    ours = np.asarray(opt.forward(params, config, jnp.asarray(tokens)))
+    assert np.abs(ours - reference).max() < 1e-4
+
+
+def test_cached_decoding_gives_the_full_forward_logits(tiny_hf):
+    _, config, params = tiny_hf
+    tokens = jnp.asarray(prompts(3, 20))
+    full = np.asarray(opt.forward(params, config, tokens))
+    logits, cache = opt.prefill(params, config, tokens[:, :8], 12)
+    np.testing.assert_allclose(np.asarray(logits), full[:, 7], atol=1e-5)
+    for i in range(12):
+        logits, cache = opt.decode_step(params, config, tokens[:, 8 + i, None], cache, i)
+        np.testing.assert_allclose(np.asarray(logits[:, 0]), full[:, 8 + i], atol=1e-5)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(num_beams=1, max_new_tokens=10, min_new_tokens=0, repetition_penalty=1.0),
+    dict(num_beams=1, max_new_tokens=10, min_new_tokens=3, repetition_penalty=3.0),
+    dict(num_beams=5, max_new_tokens=16, min_new_tokens=16, repetition_penalty=3.0),  # the paper's kind
+    dict(num_beams=5, max_new_tokens=16, min_new_tokens=2, repetition_penalty=1.0),  # beams end at EOS
+    dict(num_beams=3, max_new_tokens=12, min_new_tokens=0, repetition_penalty=1.3, length_penalty=0.5),
+])
+def test_greedy_and_beam_search_equal_transformers_generate(tiny_hf, settings):
+    model, config, params = tiny_hf
+    tokens = prompts()
+    decode = decoding.DecodeConfig(**settings)
+    with torch.no_grad():
+        reference = model.generate(torch.tensor(tokens), do_sample=False, early_stopping=False,
+                                   **{"length_penalty": 1.0, **settings}).numpy()[:, tokens.shape[1]:]
+    reference = np.pad(reference, ((0, 0), (0, decode.max_new_tokens - reference.shape[1])), constant_values=config.pad_id)
+    ours = np.asarray(decoding.generate(params, config, decode, tokens))
+    np.testing.assert_array_equal(ours, reference)
+
+
+def test_early_eos_cases_really_end_early(tiny_hf):
+    # Guards the parity test above: with EOS allowed, some sequences must actually stop.
+    _, config, params = tiny_hf
+    greedy = np.asarray(decoding.generate(params, config, decoding.DecodeConfig(num_beams=1, min_new_tokens=0,
+                                                                                max_new_tokens=10), prompts()))
+    assert (greedy == config.eos_id).any() and (greedy == config.pad_id).any()
+
+
+def test_sampling_is_a_function_of_the_key(tiny_hf):
+    _, config, params = tiny_hf
+    decode = decoding.DecodeConfig(num_beams=1, do_sample=True, temperature=1.5, min_new_tokens=0, max_new_tokens=8)
+    a, b, c = (np.asarray(decoding.generate(params, config, decode, prompts(), jax.random.key(k))) for k in (0, 0, 1))
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+    with pytest.raises(ValueError, match="key"):
+        decoding.generate(params, config, decode, prompts())
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        decoding.DecodeConfig(max_new_tokens=4, min_new_tokens=5)
+    with pytest.raises(ValueError, match="n_heads"):
+        opt.OPTConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="preset"):
+        opt.preset("opt-13b")
+    with pytest.raises(ValueError, match="max_positions"):
+        opt.forward(opt.init(opt.preset("tiny", 64), jax.random.key(0)), opt.preset("tiny", 64), jnp.zeros((1, 200), int))
+
+
+def test_missing_pretrained_weights_say_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+        opt.pretrained_folder("facebook/opt-125m")
+
+
+def test_hf_config_of_opt_125m_gives_the_preset():
+    published = dict(vocab_size=50272, max_position_embeddings=2048, hidden_size=768, num_hidden_layers=12,
+                     num_attention_heads=12, ffn_dim=3072, word_embed_proj_dim=768, do_layer_norm_before=True,
+                     activation_function="relu", dropout=0.1, pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    assert opt.config_from_hf(published) == opt.preset("opt-125m")
+    assert abs(opt.preset("opt-125m").n_params() - 125_239_296) < 1e5  # OPT-125m's published count
+    with pytest.raises(ValueError, match="350m"):
+        opt.config_from_hf({**published, "word_embed_proj_dim": 512})
+
+
+# --------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("release", ["tokenized", "raw"])
+def test_wikitext_is_read_from_either_release(tmp_path, release):
+    write_wikitext(tmp_path, release)
+    corpus = text.load_wikitext(tmp_path, download=False)
+    assert corpus.release == release and len(corpus.train) == 601 and corpus.train[0] == " = Heading = "
+    assert not corpus.verified  # neither matches a published checksum
+
+
+def test_missing_wikitext_says_how_to_get_it(tmp_path):
+    with pytest.raises(text.CorpusUnavailable, match="COLLAPSE_DATA_DIR"):
+        text.load_wikitext(tmp_path, download=False)
+
+
+def test_brown_split_is_by_file_stratified_by_genre_and_tags_are_dropped(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLTK_DATA", str(tmp_path / "nowhere"))
+    write_brown(tmp_path)
+    corpus = text.load_brown(tmp_path)
+    split = text.brown_split({f"c{g}{i:02d}": genre for g, genre in zip("ab", ("news", "fiction")) for i in range(1, 13)})
+    assert split["valid"] == ["cb09", "ca09"] and split["test"] == ["cb10", "ca10"]  # 9th and 10th of each genre
+    assert len(split["train"]) == 20
+    assert "/" not in " ".join(corpus.train) and len(corpus.test) == 2 * 30
+
+
+def test_fallback_to_the_other_corpus_comes_with_a_notice(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLTK_DATA", str(tmp_path / "nowhere"))
+    write_brown(tmp_path)
+    monkeypatch.setattr(text, "download_wikitext_raw", lambda root: (_ for _ in ()).throw(OSError("offline")))
+    corpus, notice = text.load_or_fallback("wikitext-2", tmp_path)
+    assert corpus.name == "brown" and "wikitext-2 could not be had" in notice
+
+
+def test_blocks_and_tokenizer(tmp_path):
+    write_wikitext(tmp_path)
+    corpus = text.load_wikitext(tmp_path, download=False)
+    tokenizer = text.train_bpe(corpus.train, 400, tmp_path / "bpe.json")
+    again = text.train_bpe(corpus.train, 400, tmp_path / "bpe-again.json")
+    assert (tmp_path / "bpe.json").read_text() == (tmp_path / "bpe-again.json").read_text()  # deterministic
+    assert [tokenizer.token_to_id(t) for t in text.SPECIAL_TOKENS] == [0, 1, 2, 3]
+    blocks = text.to_blocks(tokenizer, corpus.train, bos_id=2, block_size=16)
+    ids = [2]
+    for line in corpus.train:
+        ids += tokenizer.encode(line, add_special_tokens=False).ids + [2]
+    n = (len(ids) - 1) // 16
+    np.testing.assert_array_equal(blocks, np.asarray(ids[: n * 16]).reshape(n, 16))
+    assert text.decode(tokenizer, blocks[0]).startswith(" = Heading =")
+    del again
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_lowers_the_loss_and_keeps_the_best_epoch():
+    config = opt.preset("tiny", 32, dropout=0.0)
+    rng = np.random.default_rng(0)
+    pattern = np.tile(np.arange(4, 12), 4)  # a periodic sequence: learnable
+    blocks = np.stack([np.roll(pattern, rng.integers(8)) for _ in range(64)]).astype(np.int32)
+    params, history = lm.train(config, lm.TrainConfig(learning_rate=1e-2, batch_size=16, epochs=4), jax.random.key(0),
+                               blocks, blocks[:16], init_params=opt.init(config, jax.random.key(1)), progress=False)
+    assert history["valid_ppl"][-1] < history["valid_ppl"][0] / 2
+    assert history["best_epoch"] == int(np.argmin(history["valid_ppl"]))
+    assert lm.perplexity(params, config, blocks[:16]) == pytest.approx(min(history["valid_ppl"]), rel=1e-5)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import sys, jax, numpy as np
+    from collapse import lm, opt
+    config = opt.preset("tiny", 32)
+    blocks = np.random.default_rng(0).integers(3, 32, size=(64, 16)).astype(np.int32)
+    params, history = lm.train(config, lm.TrainConfig(learning_rate=3e-3, batch_size=16, epochs=2), jax.random.key(0),
+                               blocks, blocks[:20], init_params=opt.init(config, jax.random.key(1)), progress=False)
+    np.savez(sys.argv[1], devices=jax.device_count(), ppl=history["valid_ppl"], **{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))})
+    """
+)
+
+
+def test_batch_axis_sharded_over_four_devices_trains_the_same_model(tmp_path):
+    results = {}
+    for n in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / f"{n}.npz")], check=True, env=env)
+        results[n] = np.load(tmp_path / f"{n}.npz")
+    assert int(results[1]["devices"]) == 1 and int(results[4]["devices"]) == 4
+    for name in set(results[1].files) - {"devices"}:
+        np.testing.assert_allclose(results[1][name], results[4][name], rtol=2e-4, atol=2e-5, err_msg=name)  # summation order differs
+
+
+# --------------------------------------------------------------------------- the recursion
+
+
+def test_early_warning_metrics_on_hand_made_blocks():
+    blocks = np.array([[5, 6, 7, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    assert lm_experiment.distinct_n(blocks, 1) == 7 / 12
+    assert lm_experiment.distinct_n(blocks, 3) == 7 / 8  # (5,6,7) twice; the rest distinct
+    assert lm_experiment.repetition_rate(blocks) == 1 / 8
+    assert lm_experiment.unigram_entropy(np.array([[0, 1, 2, 3]]), 8) == pytest.approx(2.0)
+    rare = lm_experiment.rare_token_blocks(np.array([[1, 1, 1, 2]]), np.array([[1, 1], [1, 2], [1, 3]]), 4, 0.3)
+    np.testing.assert_array_equal(rare, [False, False, True])  # token 3 never seen in training
+
+
+def tiny_data(tmp_path):
+    write_wikitext(tmp_path / "data", n_lines=(300, 40, 40))
+    corpus = text.load_wikitext(tmp_path / "data", download=False)
+    tokenizer = text.train_bpe(corpus.train, 300, tmp_path / "bpe.json")
+    blocks = {s: text.to_blocks(tokenizer, getattr(corpus, s), bos_id=2, block_size=16) for s in text.SPLITS}
+    return lm_experiment.LMData(corpus, tokenizer, blocks["train"][:32], blocks["valid"][:16], blocks["test"][:16], None)
+
+
+def tiny_run(regime="replace"):
+    return lm_experiment.LMRun(
+        "wikitext-2", "tokenized", "bpe-300", 32, 16, opt.preset("tiny", 300), "scratch",
+        lm.TrainConfig(learning_rate=3e-3, batch_size=8, epochs=2),
+        decoding.DecodeConfig(max_new_tokens=16, min_new_tokens=16, num_beams=2), 2, Regime.parse(regime), 0,
+    )
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
+def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, monkeypatch):
+    data = tiny_data(tmp_path)
+    config = tiny_run(regime)
+    straight = lm_experiment.run(config, data, store=ResultsStore(tmp_path / "a"), progress=False)
+
+    calls = []
+    real_train = lm.train
+
+    def failing_train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "train", failing_train)
+    store = ResultsStore(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        lm_experiment.run(config, data, store=store, progress=False)
+    assert store.run_dir("lm", lm_experiment.VERSION, config).finished_generations() == [0]
+    resumed = lm_experiment.run(config, data, store=store, progress=False)
+    assert len(calls) == 2 + 2  # generations 1 and 2 only: generation 0 was loaded
+    assert resumed == straight
+    run_a = ResultsStore(tmp_path / "a").run_dir("lm", lm_experiment.VERSION, config)
+    run_b = store.run_dir("lm", lm_experiment.VERSION, config)
+    for n in range(3):
+        np.testing.assert_array_equal(run_a.load_generation(n)["samples"], run_b.load_generation(n)["samples"])
+        assert run_a.load_generation(n)["samples"].shape == (32, 16)
+
+
+def test_analysis_measures_every_generation(tmp_path):
+    data = tiny_data(tmp_path)
+    config = tiny_run()
+    store = ResultsStore(tmp_path / "r")
+    lm_experiment.run(config, data, store=store, progress=False)
+    analysis = lm_experiment.analyse(config, lm_experiment.Instruments(n_judged=0), data, store=store)
+    assert analysis["test_nll"].shape == (3, 16) and analysis["judged_nll"].shape == (3, 32)
+    assert analysis["examples"].shape == (3, 1, 16)
+    summary = lm_experiment.summarise(analysis)
+    first = np.exp(analysis["test_nll"][0].mean())
+    assert summary["test_ppl"][0] == pytest.approx(first, rel=1e-6)
+    # The stored generation-0 test perplexity is the one the analysis measures again.
+    stored = store.run_dir("lm", lm_experiment.VERSION, config).load_generation(0)["metrics"]["test_ppl"]
+    assert stored == pytest.approx(first, rel=1e-5)
+
+
+def test_chapter_configs_are_valid_and_paper_is_the_published_protocol():
+    paper = lm_experiment.chapter_config("paper")
+    assert paper.init == "opt-125m" and paper.n_generations == 9 and len(paper.seeds) == 5
+    assert [(s.regime, s.epochs) for s in paper.settings] == [("replace", 5), ("mix(0.1)", 10)]
+    assert paper.decode == decoding.DecodeConfig(max_new_tokens=64, min_new_tokens=64, num_beams=5, repetition_penalty=3.0)
+    for profile in ("ci", "cpu"):
+        chapter = lm_experiment.chapter_config(profile)
+        assert chapter.n_generations >= (5 if profile == "cpu" else 1)
+    with pytest.raises(ValueError, match="corpus"):
+        dataclasses.replace(paper, corpus="ptb")
