@@ -9,7 +9,7 @@ import pytest
 
 from collapse.book import is_notebook, page_environment, toc_pages
 
-from fixtures import write_image_dataset
+from fixtures import write_brown, write_image_dataset, write_wikitext
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [p for p in toc_pages(ROOT) if is_notebook(ROOT / f"{p}.md")]
@@ -26,7 +26,10 @@ def test_page_executes_at_profile_ci(page, tmp_path, monkeypatch):
     # Small image data sets made here, so the test needs neither the real files nor a network.
     for dataset in ("mnist", "fashion-mnist"):
         write_image_dataset(tmp_path / "data", dataset)
+    write_wikitext(tmp_path / "data")
+    write_brown(tmp_path / "data")
     monkeypatch.setenv("COLLAPSE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NLTK_DATA", str(tmp_path / "no-nltk-data"))
     source = ROOT / f"{page}.md"
     notebook = jupytext.read(source)
     parameter_cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
