@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.installed-torch
 
 .PHONY: book test install benchmarks clean
 
@@ -16,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,book]"
 	touch $(STAMP)
 
+# PyTorch (pinned CPU build) and transformers: the parity tests and the benchmarks' references.
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[torch]"
+	touch $(TORCH_STAMP)
+
 install: $(STAMP)
 
 ## Execute every chapter through papermill at PROFILE (ci | cpu | paper) and build the HTML strictly.
@@ -23,15 +29,15 @@ book: $(STAMP)
 	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED)
 	@echo "Open _build/html/index.html; figures are in _build/figures/"
 
-## Unit tests and every chapter through papermill at profile=ci.
-test: $(STAMP)
+## Unit tests (parity against PyTorch/transformers included) and every chapter through papermill at profile=ci.
+test: $(TORCH_STAMP)
 	$(BIN)/python -m pytest
 
-benchmarks: $(STAMP)
+benchmarks: $(TORCH_STAMP)
 	$(BIN)/python benchmarks/gaussian.py
 	$(BIN)/python benchmarks/markov.py
-	$(BIN)/python -m pip install --quiet -e ".[torch]"
 	$(BIN)/python benchmarks/vae.py
+	$(BIN)/python benchmarks/lm.py
 
 clean:
 	rm -rf _build
