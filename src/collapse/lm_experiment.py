@@ -30,7 +30,8 @@ from .paths import recorded_dir, results_dir
 from .runner import run_generations
 from .store import ResultsStore
 
-VERSION = "1"
+VERSION = "1"  # of the runs: bump when training or generation changes
+ANALYSIS_VERSION = "2"  # of the measurements: bump when analyse() changes (runs are kept)
 INITS = ("scratch", "opt-125m")
 
 
@@ -158,7 +159,7 @@ def unigram_entropy(blocks_NxT: np.ndarray, vocab_size: int) -> float:
     """Entropy (bits) of the token frequencies of the blocks."""
     counts = np.bincount(blocks_NxT.ravel(), minlength=vocab_size).astype(float)
     p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(max(0.0, -(p * np.log2(p)).sum()))  # max: no "-0.0" for a single token
 
 
 def rare_token_blocks(train_NxT: np.ndarray, test_MxT: np.ndarray, vocab_size: int, fraction: float = 0.1) -> np.ndarray:
@@ -218,7 +219,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
         result["real_entropy"] = unigram_entropy(real, config.model.vocab_size)
         return result
 
-    return store.cached("lm-analysis", VERSION, key, compute)
+    return store.cached("lm-analysis", ANALYSIS_VERSION, key, compute)
 
 
 def summarise(analysis: dict) -> dict:
