@@ -52,6 +52,17 @@ def test_logits_match_transformers(tiny_hf):
     assert np.abs(ours - reference).max() < 1e-4
 
 
+def test_published_names_without_the_model_prefix_convert_the_same(tiny_hf):
+    # The safetensors of facebook/opt-125m name weights "decoder.…"; state_dict() names them "model.decoder.…".
+    model, config, params = tiny_hf
+    bare = {k.removeprefix("model."): v.numpy() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    converted = opt.from_hf_state_dict(bare, config)
+    for a, b in zip(jax.tree.leaves(converted), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(KeyError, match="fc1"):
+        opt.from_hf_state_dict({k: v for k, v in bare.items() if "layers.1.fc1" not in k}, config)
+
+
 def test_cached_decoding_gives_the_full_forward_logits(tiny_hf):
     _, config, params = tiny_hf
     tokens = jnp.asarray(prompts(3, 20))
