@@ -293,7 +293,11 @@ def test_analysis_measures_every_generation(tmp_path):
     config = tiny_run()
     store = ResultsStore(tmp_path / "r")
     lm_experiment.run(config, data, store=store, progress=False)
-    analysis = lm_experiment.analyse(config, lm_experiment.Instruments(n_judged=0), data, store=store)
+    instruments = lm_experiment.Instruments(n_judged=0)
+    assert lm_experiment.stored_analysis(config, instruments, data, store) is None  # reading computes nothing
+    analysis = lm_experiment.analyse(config, instruments, data, store=store)
+    stored = lm_experiment.stored_analysis(config, instruments, data, store)
+    np.testing.assert_array_equal(stored["test_nll"], analysis["test_nll"])
     assert analysis["test_nll"].shape == (3, 16) and analysis["judged_nll"].shape == (3, 32)
     assert analysis["examples"].shape == (3, 1, 16)
     summary = lm_experiment.summarise(analysis)

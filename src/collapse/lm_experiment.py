@@ -186,7 +186,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
     (G × n_examples × 64 tokens), ``rare`` (mask of test blocks), ``valid_ppl`` and
     ``train_loss`` (G × epochs), ``best_epoch`` (G,)."""
     store = store or ResultsStore()
-    key = {"run": config, "instruments": instruments, "test": len(data.test)}
+    key = _analysis_key(config, instruments, data)
     run_dir = store.run_dir("lm", VERSION, config)
     real = data.train[: config.n_train or None]
 
@@ -220,6 +220,15 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
         return result
 
     return store.cached("lm-analysis", ANALYSIS_VERSION, key, compute)
+
+
+def _analysis_key(config: LMRun, instruments: Instruments, data: LMData) -> dict:
+    return {"run": config, "instruments": instruments, "test": len(data.test)}
+
+
+def stored_analysis(config: LMRun, instruments: Instruments, data: LMData, store: ResultsStore | None = None) -> dict | None:
+    """The analysis :func:`analyse` stored for this run, or None: trains and measures nothing."""
+    return (store or ResultsStore()).stored("lm-analysis", ANALYSIS_VERSION, _analysis_key(config, instruments, data))
 
 
 def summarise(analysis: dict) -> dict:

@@ -140,6 +140,14 @@ class ResultsStore:
     def run_dir(self, experiment: str, version: str, config: Any) -> RunDir:
         return RunDir(self.folder(experiment, version, config))
 
+    def stored(self, experiment: str, version: str, config: Any) -> dict | None:
+        """What :meth:`cached` stored for this config, or None; computes nothing, creates nothing."""
+        path = self.root / experiment / config_key(experiment, version, config) / "result.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
     def cached(self, experiment: str, version: str, config: Any, compute: Callable[[], dict]) -> dict:
         """``compute()`` (a dict of arrays) once per config; later calls load it from disk."""
         path = self.folder(experiment, version, config) / "result.npz"
