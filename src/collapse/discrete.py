@@ -362,13 +362,14 @@ def _simulate(config: CategoricalRun, record, n_chains: int):
         )
 
 
-def run(config: CategoricalRun) -> dict[str, np.ndarray]:
+def run(config: CategoricalRun, tail_samples: int | None = None) -> dict[str, np.ndarray]:
     """Simulate the chains; return every metric per chain at the recorded generations.
 
     ``n`` counts fits as in the paper (n = 1 is the fit to real data); each metric has
     shape (chains, recorded n). Float64, so that uniforms resolve probabilities far below 1/M.
+    The tail is the states with p0 < 1/M, or p0 < 1/``tail_samples`` when that is given.
     """
-    history = _simulate(config, Summary(config.distribution, config.n_samples), config.n_chains)
+    history = _simulate(config, Summary(config.distribution, tail_samples or config.n_samples), config.n_chains)
     return {"n": config.generations() + 1, **{name: np.asarray(v) for name, v in history._asdict().items()}}
 
 

@@ -1,0 +1,56 @@
+"""How much real data keeps the cheap models alive: closed forms, the search, bad input."""
+
+import numpy as np
+import pytest
+
+from collapse import discrete, gaussian, real_fraction as rf
+from collapse.config import Regime
+from collapse.store import ResultsStore
+
+
+def test_expected_tail_alive_after_one_fit_matches_a_direct_count():
+    p0 = discrete.initial_distribution("zipf(5, 1)")
+    tail = p0 < 0.2
+    M = 3
+    rng = np.random.default_rng(0)
+    draws = rng.choice(len(p0), size=(200_000, M), p=p0)
+    seen = np.zeros((len(draws), len(p0)), bool)
+    seen[np.arange(len(draws))[:, None], draws] = True
+    simulated = (seen[:, tail] * p0[tail]).sum(1).mean()
+    assert rf.real_tail_alive("zipf(5, 1)", 0.2, M) == pytest.approx(simulated, abs=3e-3)
+
+
+def test_gaussian_replace_median_follows_the_log_chi_square_walk(tmp_path):
+    store = ResultsStore(tmp_path)
+    for M in (20, 200):
+        run = rf.KeepRun("gaussian", M, n_generations=30, n_chains=4000)
+        z = (np.log(rf.median_share(run, store)) - gaussian.mean_log_var(31, M)) / np.sqrt(gaussian.var_log_var(31, M))
+        assert abs(z) < 0.1
+
+
+def test_real_data_keeps_more_than_replace_and_the_search_finds_the_least_alpha(tmp_path):
+    store = ResultsStore(tmp_path)
+    common = dict(n_generations=30, n_chains=400)
+    replace = rf.median_share(rf.KeepRun("gaussian", 20, Regime(), **common), store)
+    mixed = rf.median_share(rf.KeepRun("gaussian", 20, Regime("mix", 0.5), **common), store)
+    assert replace < 0.5 < mixed
+    alphas = (0.0, 0.1, 0.5)
+    least = rf.smallest_fraction("gaussian", 20, 0.5, alphas, store, **common)
+    shares = {a: rf.median_share(rf.KeepRun("gaussian", 20, Regime("mix", a) if a else Regime(), **common), store) for a in alphas}
+    assert shares[least] >= 0.5 and all(shares[a] < 0.5 for a in alphas if a < least)
+    assert np.isnan(rf.smallest_fraction("gaussian", 20, 1.0 + 1e-9, (0.0,), store, **common))
+
+
+def test_discrete_tail_is_lost_without_real_data_and_kept_with_it(tmp_path):
+    store = ResultsStore(tmp_path)
+    common = dict(n_generations=30, n_chains=100)
+    replace = rf.median_share(rf.KeepRun("discrete", 100, Regime(), **common), store)
+    half = rf.median_share(rf.KeepRun("discrete", 100, Regime("mix", 0.5), **common), store)
+    assert replace < 0.2 < half
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="model"):
+        rf.KeepRun("vae", 10)
+    with pytest.raises(ValueError, match="alphas"):
+        rf.RealFractionChapter(alphas=(0.1, 0.5))
