@@ -1,5 +1,8 @@
 """Small image data sets the tests make themselves, in MNIST's IDX layout."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +74,14 @@ def write_brown(root: Path, genres=("news", "fiction"), files_per_genre: int = 1
             cats.append(f"{name} {genre}")
     (folder / "cats.txt").write_text("\n".join(cats) + "\n")
     return folder
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def run_on_devices(script: str, n_devices: int, path: Path):
+    """Run ``script`` (which saves an npz to ``sys.argv[1]``) in a fresh process with ``n_devices``
+    forced CPU devices; return the loaded npz."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+    return np.load(path)

@@ -1,9 +1,6 @@
 """Chapter 4's library: the OPT decoder against transformers, decoding, data, training, the recursion."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -15,7 +12,7 @@ from collapse import decoding, lm, lm_experiment, opt, text
 from collapse.config import Regime
 from collapse.store import ResultsStore
 
-from fixtures import write_brown, write_wikitext
+from fixtures import run_on_devices, write_brown, write_wikitext
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -219,11 +216,7 @@ SHARDED = textwrap.dedent(
 
 
 def test_batch_axis_sharded_over_four_devices_trains_the_same_model(tmp_path):
-    results = {}
-    for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / f"{n}.npz")], check=True, env=env)
-        results[n] = np.load(tmp_path / f"{n}.npz")
+    results = {n: run_on_devices(SHARDED, n, tmp_path / f"{n}.npz") for n in (1, 4)}
     assert int(results[1]["devices"]) == 1 and int(results[4]["devices"]) == 4
     for name in set(results[1].files) - {"devices"}:
         np.testing.assert_allclose(results[1][name], results[4][name], rtol=2e-4, atol=2e-5, err_msg=name)  # summation order differs

@@ -1,11 +1,10 @@
 """The chain axis sharded over 4 forced host devices gives the numbers of 1 device."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
+
+from fixtures import run_on_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -26,15 +25,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_with_devices(n_devices, path):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", SCRIPT, str(path)], check=True, env=env)
-    return np.load(path)
-
-
 def test_four_devices_give_the_same_numbers_as_one(tmp_path):
-    one = run_with_devices(1, tmp_path / "one.npz")
-    four = run_with_devices(4, tmp_path / "four.npz")
+    one = run_on_devices(SCRIPT, 1, tmp_path / "one.npz")
+    four = run_on_devices(SCRIPT, 4, tmp_path / "four.npz")
     assert int(one["devices"]) == 1 and int(four["devices"]) == 4
     for name in set(one.files) - {"devices", "regression mix"}:  # 10 chains: padded to 12 on 4 devices
         np.testing.assert_array_equal(one[name], four[name], err_msg=name)
@@ -57,11 +50,7 @@ VAE_SCRIPT = textwrap.dedent(
 
 
 def test_vae_batch_axis_sharded_over_four_devices_trains_the_same_model(tmp_path):
-    results = {}
-    for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        subprocess.run([sys.executable, "-c", VAE_SCRIPT, str(tmp_path / f"{n}.npz")], check=True, env=env)
-        results[n] = np.load(tmp_path / f"{n}.npz")
+    results = {n: run_on_devices(VAE_SCRIPT, n, tmp_path / f"{n}.npz") for n in (1, 4)}
     assert int(results[4]["devices"]) == 4
     # Sums over a sharded batch may add in another order: equal up to float rounding, not bit for bit.
     for name in set(results[1].files) - {"devices"}:

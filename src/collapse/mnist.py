@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import shutil
 import urllib.request
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .paths import data_dir
-from .store import atomic_write
+from .store import atomic_write, file_digest
 
 # The published md5 of every file, and mirrors that serve them under these names.
 DATASETS = {
@@ -104,14 +103,6 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(payload)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read(path: Path) -> bytes:
     try:
         if path.suffix == ".gz":
@@ -128,7 +119,7 @@ def download(url: str, target: Path, md5: str) -> None:
     def fetch(tmp: Path) -> None:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
-        got = _md5(tmp)
+        got = file_digest(tmp, "md5")
         if got != md5:
             raise IdxError(f"{url}: md5 {got} is not the published {md5}; the download was discarded")
 
@@ -140,7 +131,7 @@ def _locate(dataset: str, filename: str, folder: Path, allow_download: bool) -> 
     md5 = DATASETS[dataset]["files"][filename]
     for candidate in (folder / filename, folder / filename[: -len(".gz")]):
         if candidate.is_file():
-            return candidate, candidate.suffix == ".gz" and _md5(candidate) == md5
+            return candidate, candidate.suffix == ".gz" and file_digest(candidate, "md5") == md5
     errors = []
     if allow_download:
         for mirror in DATASETS[dataset]["mirrors"]:

@@ -20,7 +20,6 @@ validation, the 10th to test, the rest to training (about 80/10/10 in every genr
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .paths import data_dir
-from .store import atomic_write
+from .store import atomic_write, file_digest
 
 SPLITS = ("train", "valid", "test")
 CORPORA = ("wikitext-2", "brown")
@@ -58,14 +57,6 @@ class Corpus(NamedTuple):
     source: str  # where they were read from
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _lines(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -92,13 +83,13 @@ def download_wikitext_raw(root: Path) -> dict[str, Path]:
     for split, name in files.items():
         local = Path(hf_hub_download(_HUB_REPO, name, repo_type="dataset"))
         expected = getattr(getattr(infos.get(name), "lfs", None), "sha256", None)
-        if expected is None or _sha256(local) != expected:
+        if expected is None or file_digest(local) != expected:
             raise CorpusUnavailable(f"{name} from the Hub does not match its published SHA-256; not using it")
         text = "\n".join(pq.read_table(local).column("text").to_pylist())
         out[split] = root / "wikitext-2-raw" / f"wiki.{split}.raw"
         atomic_write(out[split], lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         # A record of what was checked, so later runs know these files came from the Hub intact.
-        digest = _sha256(out[split])
+        digest = file_digest(out[split])
         atomic_write(_checked(out[split]), lambda tmp, d=digest: tmp.write_text(f"{d}  hub:{_HUB_REPO}/{name} {expected}\n"))
     return out
 
@@ -109,7 +100,7 @@ def _checked(path: Path) -> Path:
 
 def _raw_verified(path: Path) -> bool:
     record = _checked(path)
-    return record.is_file() and record.read_text().split()[0] == _sha256(path)
+    return record.is_file() and record.read_text().split()[0] == file_digest(path)
 
 
 def _how_to_get_wikitext(root: Path) -> str:
@@ -138,7 +129,7 @@ def load_wikitext(root: Path | None = None, *, download: bool = True) -> Corpus:
     if release == "raw":  # verified when it was downloaded and checked here; a copy put there by hand is not
         verified = all(_raw_verified(paths[s]) for s in SPLITS)
     else:
-        verified = all(_sha256(paths[s]) == WIKITEXT_TOKENS_SHA256[s] for s in SPLITS)
+        verified = all(file_digest(paths[s]) == WIKITEXT_TOKENS_SHA256[s] for s in SPLITS)
     return Corpus("wikitext-2", release, *(_lines(paths[s]) for s in SPLITS), verified, str(paths["train"].parent))
 
 
