@@ -136,6 +136,21 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path, regime):
         jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
 
 
+def test_runs_share_generation_zero_through_a_common_folder(tmp_path):
+    real = np.random.default_rng(0).normal(2.0, 1.0, 64)
+    shared = RunDir(tmp_path / "zero")
+    calls = []
+    for regime in ("replace", "accumulate"):
+        train, generate, evaluate = tiny_problem(calls=calls)
+        runner.run_generations(RunDir(tmp_path / regime), seed=7, real_data=real, n_generations=2,
+                               regime=Regime.parse(regime), train=train, generate=generate, evaluate=evaluate,
+                               progress=False, zero_shared_with=shared)
+    assert shared.finished_generations() == [0]
+    assert len(calls) == 3 + 2  # the second run trained generations 1 and 2 only
+    a, b = RunDir(tmp_path / "replace").load_generation(0), RunDir(tmp_path / "accumulate").load_generation(0)
+    np.testing.assert_array_equal(a["samples"], b["samples"])
+
+
 def test_training_sets_follow_the_regime():
     real = np.arange(10.0)
     synthetic = [np.full(10, 100.0), np.full(10, 200.0)]

@@ -105,15 +105,13 @@ def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progr
     real = data.train[: config.n_train or None]
     valid = data.valid[: config.n_valid or None]
     run_dir = store.run_dir("lm", VERSION, config)
-    twin = store.run_dir("lm", VERSION, _generation_zero_twin(config))
-    if not run_dir.has_generation(0) and twin.path != run_dir.path and twin.has_generation(0):
-        run_dir.adopt_generation(0, twin)
-    start = initial_params(config)
     history = {}
 
     def train(key, blocks):
-        params, history["last"] = lm.train(config.model, config.train, key, blocks, valid, init_params=start,
-                                           progress=progress)
+        if "start" not in history:  # loaded once, and only if a generation is still to train
+            history["start"] = initial_params(config)
+        params, history["last"] = lm.train(config.model, config.train, key, blocks, valid,
+                                           init_params=history["start"], progress=progress)
         return params
 
     def generate(key, params, blocks):
@@ -128,9 +126,8 @@ def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progr
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real, n_generations=config.n_generations, regime=config.regime,
         train=train, generate=generate, evaluate=evaluate, progress=progress,
+        zero_shared_with=store.run_dir("lm", VERSION, _generation_zero_twin(config)),
     )
-    if twin.path != run_dir.path and not twin.has_generation(0):
-        twin.adopt_generation(0, run_dir)
     return metrics
 
 

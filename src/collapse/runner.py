@@ -334,6 +334,7 @@ def run_generations(
     generate: Callable[[jax.Array, PyTree, np.ndarray], np.ndarray],
     evaluate: Callable[[PyTree, np.ndarray], dict] | None = None,
     progress: bool = True,
+    zero_shared_with=None,
 ) -> list[dict]:
     """Generations 0..n_generations of a model trained in Python, one generation at a time.
 
@@ -341,8 +342,14 @@ def run_generations(
     is the set the generation was trained on (a language model continues its blocks).
     Each finished generation's parameters, generated data and metrics are written to
     ``run_dir`` atomically; generations already there are loaded, not recomputed.
+    Generation 0 sees only real data, so runs that differ only in their regime can share it:
+    with ``zero_shared_with`` (the run folder that holds the shared copy), generation 0 is
+    taken from there when it exists and put there once trained.
     Returns the metrics of every generation.
     """
+    shared = zero_shared_with if zero_shared_with is not None and zero_shared_with.path != run_dir.path else None
+    if shared is not None and not run_dir.has_generation(0) and shared.has_generation(0):
+        run_dir.adopt_generation(0, shared)
     synthetic: list[np.ndarray] = []
     metrics: list[dict] = []
     bar = tqdm(range(n_generations + 1), desc="generations", disable=not progress)
@@ -360,6 +367,8 @@ def run_generations(
             scores = dict(evaluate(params, samples)) if evaluate else {}
             run_dir.save_generation(n, params=params, samples=samples, metrics=scores)
             record = {"samples": samples, "metrics": scores}
+        if n == 0 and shared is not None and not shared.has_generation(0):
+            shared.adopt_generation(0, run_dir)
         synthetic.append(record["samples"])
         metrics.append(record["metrics"])
     return metrics

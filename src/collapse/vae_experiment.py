@@ -63,9 +63,6 @@ def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = 
     if len(real_train) != config.n_train:
         raise ValueError(f"{len(real_train)} real images given, the config says n_train={config.n_train}")
     run_dir = store.run_dir("vae", VERSION, config)
-    twin = store.run_dir("vae", VERSION, _generation_zero_twin(config))
-    if not run_dir.has_generation(0) and twin.path != run_dir.path and twin.has_generation(0):
-        run_dir.adopt_generation(0, twin)
     losses = {}
 
     def train(key, data):
@@ -81,9 +78,8 @@ def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = 
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real_train, n_generations=config.n_generations,
         regime=config.regime, train=train, generate=generate, evaluate=evaluate, progress=progress,
+        zero_shared_with=store.run_dir("vae", VERSION, _generation_zero_twin(config)),
     )
-    if twin.path != run_dir.path and not twin.has_generation(0):
-        twin.adopt_generation(0, run_dir)
     return metrics
 
 
