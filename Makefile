@@ -38,6 +38,7 @@ benchmarks: $(TORCH_STAMP)
 	$(BIN)/python benchmarks/markov.py
 	$(BIN)/python benchmarks/vae.py
 	$(BIN)/python benchmarks/lm.py
+	$(BIN)/python benchmarks/avoiding.py
 
 clean:
 	rm -rf _build

@@ -1,5 +1,6 @@
 """Linear regression under the three regimes: closed forms by hand, and against simulation."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,6 +23,25 @@ def test_closed_forms_in_one_dimension_by_hand():
     # mix(0.5): the first two rows stay real, so A = (1 + 9) / 15 and C_n = g0 (1 - A^(2(n+1))) / (1 - A²).
     a = 10 / 15
     np.testing.assert_allclose(lr.expected_errors(design, Regime.parse("mix(0.5)"), 5), g0 * (1 - a ** (2 * (n + 1))) / (1 - a**2))
+
+
+@pytest.mark.parametrize("rows", [slice(0, 40), slice(38, None)])  # the second has fewer rows than inputs
+def test_statistics_drawn_without_labels_have_the_labels_distribution(rows):
+    # Xᵀy for y = Xw + σε has mean XᵀX w and covariance σ² XᵀX; the draw skips the labels.
+    config = lr.RegressionConfig(n_samples=40, dim=4, sigma=0.7, seed=2)
+    design = lr.make_design(config)
+    w = jnp.asarray([1.0, -2.0, 0.5, 0.0])
+    stats = jax.vmap(lambda k: lr.sample_stats(design, k, w, 40 - rows.start))(jax.random.split(jax.random.key(0), 20_000))
+    X = np.asarray(design.X_TxD, np.float64)[rows]
+    gram = X.T @ X
+    moments = np.asarray(stats.moment_D, np.float64)
+    np.testing.assert_allclose(stats.gram_DxD[0], gram, rtol=1e-5, atol=1e-4)
+    scale = np.sqrt(np.diag(gram)) * config.sigma
+    z = (moments.mean(0) - gram @ np.asarray(w)) / (scale / np.sqrt(len(moments)))
+    assert np.all(np.abs(z) < 4.5), z
+    cov = np.cov(moments.T)
+    # Entrywise, a sample covariance of 20 000 draws is within a few percent of σ² XᵀX (scaled).
+    np.testing.assert_allclose(cov / np.outer(scale, scale), config.sigma**2 * gram / np.outer(scale, scale), atol=0.05)
 
 
 def test_accumulate_stays_below_pi_squared_over_six_and_replace_grows_linearly():
@@ -59,7 +79,7 @@ def test_design_average_of_generation_zero_is_the_inverse_wishart_mean():
 def test_simulation_through_the_runner_agrees_with_the_closed_form(regime):
     config = lr.RegressionConfig(n_samples=24, dim=3, n_generations=12, n_chains=3000, seed=1)
     design = lr.make_design(config)
-    errors = lr.simulate_errors(config, Regime.parse(regime), design)
+    errors = lr.simulate_errors(config, Regime.parse(regime))
     assert errors.shape == (3000, 13)
     theory = lr.expected_errors(design, Regime.parse(regime), config.n_generations)
     z = z_scores(errors.mean(0), theory, errors.std(0, ddof=1) / np.sqrt(len(errors)))
@@ -70,7 +90,7 @@ def test_a_wrong_closed_form_is_caught():
     # The check above can fail: replace's simulation against accumulate's formula.
     config = lr.RegressionConfig(n_samples=24, dim=3, n_generations=12, n_chains=3000, seed=1)
     design = lr.make_design(config)
-    errors = lr.simulate_errors(config, Regime.parse("replace"), design)
+    errors = lr.simulate_errors(config, Regime.parse("replace"))
     wrong = lr.expected_errors(design, Regime.parse("accumulate"), config.n_generations)
     with pytest.raises(AssertionError):
         check_agreement("wrong", z_scores(errors.mean(0), wrong, errors.std(0) / np.sqrt(len(errors))), 4.5)

@@ -38,8 +38,9 @@ class ClassifierConfig:
         check_positive("learning_rate", self.learning_rate)
 
 
-def init(key, n_in: int, hidden: int, n_classes: int) -> list[Layer]:
-    sizes = (n_in, hidden, hidden, n_classes)
+def init(key, n_in: int, hidden: int, n_classes: int, depth: int = 2) -> list[Layer]:
+    """He-initialised weights of an MLP with ``depth`` hidden layers of ``hidden`` units."""
+    sizes = (n_in, *([hidden] * depth), n_classes)
     keys = jax.random.split(key, len(sizes) - 1)
     return [
         Layer(jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), jnp.zeros(b))
@@ -54,14 +55,20 @@ def logits(params: list[Layer], images_uint8) -> jax.Array:
     return h @ params[-1].w + params[-1].b
 
 
-@partial(jax.jit, static_argnums=(0,), donate_argnums=(1, 2))
-def _step(config: ClassifierConfig, params, opt_state, x, y):
+def update(learning_rate: float, params, opt_state, x, y):
+    """One Adam step on the mean cross-entropy of a batch: ``(params, opt_state)``."""
+
     def loss(p):
         return optax.softmax_cross_entropy_with_integer_labels(logits(p, x), y).mean()
 
     grads = jax.grad(loss)(params)
-    updates, opt_state = optax.adam(config.learning_rate).update(grads, opt_state, params)
+    updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+@partial(jax.jit, static_argnums=(0,), donate_argnums=(1, 2))
+def _step(config: ClassifierConfig, params, opt_state, x, y):
+    return update(config.learning_rate, params, opt_state, x, y)
 
 
 def train(config: ClassifierConfig, key, images_uint8: np.ndarray, labels: np.ndarray, n_classes: int) -> list[Layer]:
