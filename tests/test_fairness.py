@@ -133,6 +133,11 @@ def test_the_loop_is_a_function_of_its_seed_and_is_stored(tmp_path, monkeypatch)
     monkeypatch.setattr(fairness, "simulate_predictions", lambda *a: pytest.fail("recomputed a stored run"))
     again = fairness.run_cached(SMALL, train, test, store)
     np.testing.assert_array_equal(first["minority"], again["minority"])
+    # Other data (one pixel changed) is another result, never the stored one.
+    changed = test.images.copy()
+    changed[0, 0, 0] ^= 1
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        fairness.run_cached(SMALL, train, dataclasses.replace(test, images=changed), store)
     monkeypatch.undo()
     fresh = fairness.run_cached(SMALL, train, test, ResultsStore(tmp_path / "other"))
     np.testing.assert_array_equal(first["minority"], fresh["minority"])

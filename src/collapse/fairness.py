@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 from typing import NamedTuple
 
 import jax
@@ -38,7 +37,7 @@ from . import classifier
 from .mnist import Images
 from .config import Regime, check_choice, check_int, check_positive, check_profile, check_unit_interval
 from .runner import StatsModel, simulate
-from .store import ResultsStore
+from .store import ResultsStore, array_digest
 
 VERSION = "1"
 
@@ -279,16 +278,6 @@ def measures(predictions_SxGxT: np.ndarray, test_labels: np.ndarray, shares_C: n
     }
 
 
-def data_digest(*parts: np.ndarray) -> str:
-    """A short content hash of the data a run read, so a stored result is never reused for other data."""
-    digest = hashlib.sha256()
-    for part in parts:
-        part = np.ascontiguousarray(part)
-        digest.update(str((part.dtype, part.shape)).encode())
-        digest.update(part.tobytes())
-    return digest.hexdigest()[:16]
-
-
 def run_cached(run: FairnessRun, train: Images, test: Images, store: ResultsStore | None = None) -> dict[str, np.ndarray]:
     """:func:`measures` of one loop on a population drawn from ``train``, measured on ``test`` (stored)."""
 
@@ -300,7 +289,7 @@ def run_cached(run: FairnessRun, train: Images, test: Images, store: ResultsStor
         out["real_share"] = np.asarray(float(shares[np.asarray(population.minority_C)].sum()))
         return out
 
-    key = {"run": run, "data": data_digest(train.images, train.labels, test.images, test.labels)}
+    key = {"run": run, "data": array_digest(train.images, train.labels, test.images, test.labels)}
     return (store or ResultsStore()).cached("fairness", VERSION, key, compute)
 
 
