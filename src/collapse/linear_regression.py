@@ -122,7 +122,7 @@ def excess_error(w_star, w) -> jax.Array:
 
 @functools.lru_cache(maxsize=16)
 def _runner_parts(n_samples: int, dim: int, sigma: float, seed: int):
-    """The design and the runner's functions for it, built once per design so compiled runs are reused."""
+    """The runner's model, real-data source and record for one design, built once so compiled runs are reused."""
     design = make_design(RegressionConfig(n_samples=n_samples, dim=dim, sigma=sigma, seed=seed))
     return model(design), functools.partial(real_stats, design), functools.partial(excess_error, design.w_star)
 
