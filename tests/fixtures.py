@@ -81,7 +81,10 @@ def write_brown(root: Path, genres=("news", "fiction"), files_per_genre: int = 1
 
 def run_on_devices(script: str, n_devices: int, path: Path):
     """Run ``script`` (which saves an npz to ``sys.argv[1]``) in a fresh process with ``n_devices``
-    forced CPU devices; return the loaded npz."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
+    forced CPU devices; return the loaded npz. Other XLA flags of this process (the suite's
+    second pass under another CPU configuration) carry over."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    flags.append(f"--xla_force_host_platform_device_count={n_devices}")
+    env = dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
     return np.load(path)

@@ -94,7 +94,9 @@ def test_run_is_deterministic_and_seeded():
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     c = gaussian.run(gaussian.GaussianRun(n_samples=10, n_chains=64, n_generations=30, seed=1))
-    assert not np.array_equal(a["var"], c["var"])
+    # Another seed, other chains: log sigma_30^2 of two independent chains differ by about
+    # sqrt(2 * 30 * Var log(chi2_9 / 9)) ~ 3 (float rounding: 1e-6), so 0.5 is a wide margin.
+    assert np.abs(np.log(a["var"][:, -1]) - np.log(c["var"][:, -1])).mean() > 0.5
 
 
 def test_draws_sampler_runs_in_float64_without_losing_small_sigma():

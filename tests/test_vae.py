@@ -91,7 +91,9 @@ def test_one_training_step_lowers_the_loss():
     new_state, reported = vae.train_step(TINY, state, key, batch)
     after = vae.negative_elbo(new_state.params, key, vae.to_unit(batch)).mean()
     assert float(reported) == pytest.approx(float(before), rel=1e-5)
-    assert float(after) < float(before)
+    # One Adam step lowers this batch's loss by about 0.15 % (measured); float32 rounding of a
+    # 64-pixel sum is about 1e-6 of it, so a drop of 1e-4 cannot come from rounding.
+    assert float(after) < (1 - 1e-4) * float(before)
 
 
 def test_training_is_deterministic_and_learns():
@@ -101,8 +103,8 @@ def test_training_is_deterministic_and_learns():
     params_b, losses_b = vae.train(config, jax.random.key(5), data)
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    np.testing.assert_array_equal(losses_a, losses_b)
-    assert losses_a[-1] < losses_a[0]
+    np.testing.assert_array_equal(losses_a, losses_b)  # the same call twice: bit for bit
+    assert losses_a[-1] < 0.99 * losses_a[0]  # six epochs take about 4 % off (measured)
     samples = vae.generate(params_a, jax.random.key(0), 10, config)
     assert samples.shape == (10, 8, 8) and samples.dtype == np.uint8
 
@@ -162,7 +164,9 @@ def test_regimes_share_generation_zero_and_then_differ(tmp_path):
         run_dir = store.run_dir("vae", vae_experiment.VERSION, config)
         samples[regime] = [run_dir.load_generation(n)["samples"] for n in (0, 1)]
     np.testing.assert_array_equal(samples["replace"][0], samples["accumulate"][0])
-    assert not np.array_equal(samples["replace"][1], samples["accumulate"][1])
+    # Generation 1 of the two regimes trained on other data: about 94 % of the 8-bit pixels of
+    # their samples differ (measured). Rounding could flip a few pixels by one grey level, not half.
+    assert np.mean(samples["replace"][1] != samples["accumulate"][1]) > 0.5
 
 
 def test_analysis_measures_every_generation(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .config import PROFILES
 
-BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "constraints.txt")
 LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on them
 
 
@@ -82,6 +82,29 @@ def execute_page(source: Path, target: Path, parameters: dict, cwd: Path) -> flo
             cell.metadata["tags"] = [*tags, "remove-cell"]  # the page says its profile in prose
     nbformat.write(executed, target)
     return seconds
+
+
+def version_table(constraints: Path, packages: list[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """``(package, installed, locked)`` rows for ``packages``, and every locked package whose
+    installed version differs from ``constraints`` (pip's ``name==version`` lines)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name).split("+")[0]  # 2.13.0+cpu is the locked 2.13.0
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    locked = {}
+    if constraints.is_file():
+        for line in constraints.read_text().splitlines():
+            name, sep, version = line.partition("==")
+            if sep and not line.startswith("#"):
+                locked[name.strip().lower().replace("_", "-")] = version.strip()
+    rows = [(name, installed(name), locked.get(name.lower(), "not locked")) for name in packages]
+    differ = [f"{name} {installed(name)} (locked {version})" for name, version in locked.items()
+              if installed(name) not in (version, "not installed")]
+    return rows, differ
 
 
 def page_environment(root: Path) -> dict[str, str]:
