@@ -215,3 +215,31 @@ def test_the_chapter_strategies_become_the_runs_they_name():
     assert runs["10 % true labels"].regime == Regime("mix", 0.1)
     with pytest.raises(ValueError, match="profile"):
         fairness.chapter_config("laptop")
+
+
+def test_verdicts_follow_the_numbers_and_flip_when_they_change():
+    chapter = fairness.chapter_config("ci")
+    names = [s.name for s in chapter.strategies]
+
+    def measures(minority, overall=(0.97, 0.96), reported=(0.97, 0.98), representation=(0.04, 0.02), majority=(0.98, 0.98)):
+        as_array = lambda pair: np.array([pair, pair])  # noqa: E731  (two loops, two generations)
+        return {"minority": as_array(minority), "overall": as_array(overall), "reported": as_array(reported),
+                "representation": as_array(representation), "majority": as_array(majority), "real_share": np.asarray(0.05)}
+
+    results = {
+        names[0]: measures((0.74, 0.23)),  # the loop: minority lost, aggregate nearly flat
+        names[1]: measures((0.74, 0.35)),  # batches at the real share: most of the decline kept
+        names[2]: measures((0.82, 0.74), representation=(0.05, 0.17), overall=(0.97, 0.85), majority=(0.98, 0.86)),
+        names[3]: measures((0.82, 0.55), representation=(0.05, 0.048)),
+        names[4]: measures((0.74, 0.73)),
+    }
+    said = fairness.verdicts(results, chapter, rho=0.05)
+    assert said["hidden"] and said["reported_rose"]
+    assert said["over_corrected"] and said["recorded_holds_share"] and said["fixed_share_insufficient"]
+    assert said["stopped"] == {names[0]: False, names[1]: False, names[2]: False, names[3]: False, names[4]: True}
+    assert said["share_of_loop_decline"][names[2]] == pytest.approx(0.08 / 0.51)
+    # Planted: the aggregate falls with the minority, so nothing is hidden; balancing no longer over-corrects.
+    results[names[0]] = measures((0.74, 0.23), overall=(0.97, 0.60))
+    results[names[2]] = measures((0.82, 0.74), representation=(0.05, 0.06))
+    said = fairness.verdicts(results, chapter, rho=0.05)
+    assert not said["hidden"] and not said["over_corrected"]

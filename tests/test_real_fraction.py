@@ -58,3 +58,14 @@ def test_bad_settings_are_refused():
         rf.KeepRun("vae", 10)
     with pytest.raises(ValueError, match="alphas"):
         rf.RealFractionChapter(alphas=(0.1, 0.5))
+
+
+def test_the_replace_median_check_passes_theory_and_catches_a_planted_error():
+    M, n_fits, chains = np.array([10, 100, 1000]), 101, 2000
+    theory = rf.replace_median_theory(M, n_fits)
+    z, tolerance = rf.replace_median_agreement(theory, M, n_fits, chains)
+    assert np.allclose(z, 0) and tolerance == pytest.approx(0.05 + 4 * 1.2533 / np.sqrt(chains))
+    # A median 30 % off at M = 100 is many tolerances away in sds of log sigma^2 (sd ~ 1.4 there).
+    planted = theory * np.array([1.0, 0.7 ** 5, 1.0])
+    with pytest.raises(AssertionError, match=r"M = \[100\]"):
+        rf.replace_median_agreement(planted, M, n_fits, chains)

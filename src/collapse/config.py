@@ -29,6 +29,15 @@ def check_int(field: str, value: Any, *, minimum: int) -> None:
         raise ValueError(f"{field}={value!r} must be an integer >= {minimum}")
 
 
+SEED_LIMIT = 2**32  # jax.random.key keeps 32 bits of a seed: 2**32 would alias 0
+
+
+def check_seed(field: str, value: Any) -> None:
+    """Seeds are integers in [0, 2**32): larger ones would silently alias smaller ones."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{field}={value!r} must be an integer in [0, 2**32)")
+
+
 def check_positive(field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
         raise ValueError(f"{field}={value!r} must be a finite number > 0")

@@ -23,7 +23,8 @@ import numpy as np
 from jax.scipy.special import xlogy
 from scipy import linalg, special, stats
 
-from .config import Regime, check_int, check_profile
+from .chapter import check_chapter, executed_note
+from .config import Regime, check_int, check_seed
 from .runner import StatsModel, log_generations, simulate, simulate_until
 
 # Conditional binomials cost O(K) rejection samplers per draw of M points, sorted uniforms
@@ -335,7 +336,7 @@ class CategoricalRun:
         check_int("n_samples", self.n_samples, minimum=1)
         check_int("n_chains", self.n_chains, minimum=1)
         check_int("n_generations", self.n_generations, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
         check_int("n_recorded", self.n_recorded, minimum=2)
         if not isinstance(self.regime, Regime):
             raise ValueError(f"regime={self.regime!r} must be a collapse.Regime, e.g. Regime.parse('mix(0.1)')")
@@ -394,7 +395,7 @@ class AbsorptionRun:
         check_int("n_samples", self.n_samples, minimum=1)
         check_int("n_chains", self.n_chains, minimum=1)
         check_int("max_generations", self.max_generations, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
 
 
 def absorb(config: AbsorptionRun) -> dict[str, np.ndarray]:
@@ -463,18 +464,30 @@ class DiscreteChapter:
     mix_generations: int = 300
 
     def __post_init__(self) -> None:
-        check_profile(self.profile)
-        check_int("seed", self.seed, minimum=0)
+        check_chapter(self.profile, self.seed)
         initial_distribution(self.zipf)
         for text in self.regimes:
             Regime.parse(text)
         if not (len(self.tail_M) == len(self.tail_chains) == len(self.tail_generations)):
             raise ValueError("tail_M, tail_chains and tail_generations must have the same length")
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return (self.seed,)
+
+    def describe(self, data=None) -> str:
+        tails = ", ".join(f"{c:,} chains × {g:,} generations at M = {m:,}"
+                          for m, c, g in zip(self.tail_M, self.tail_chains, self.tail_generations))
+        return executed_note(
+            f"profile `{self.profile}` and seed `{self.seed}`: {self.exact_chains:,} chains for the exact two-state "
+            f"comparison (M = {self.exact_M}), {self.sweep_chains:,} chains per point of the absorption-time sweep, "
+            f"and {tails} for the tails of `{self.zipf}`."
+        )
+
 
 def chapter_config(profile: str, seed: int = 0) -> DiscreteChapter:
     """The sizes of chapter 2 at ``profile``: same code, different numbers."""
-    check_profile(profile)
+    check_chapter(profile, seed)
     if profile == "ci":
         return DiscreteChapter(
             profile, seed, exact_M=30, exact_chains=20_000, sweep_M=(10, 20, 40), sweep_M_exact=(10, 20, 40, 100),

@@ -34,8 +34,9 @@ import numpy as np
 import optax
 
 from . import classifier
-from .mnist import Images
-from .config import Regime, check_choice, check_int, check_positive, check_profile, check_unit_interval
+from .chapter import check_chapter, executed_note
+from .config import Regime, check_choice, check_int, check_positive, check_seed, check_unit_interval
+from .mnist import ChapterData, Images
 from .runner import StatsModel, simulate
 from .store import ResultsStore, array_digest
 
@@ -98,7 +99,7 @@ class FairnessRun:
                              "every generation inside one lax.scan; use 'replace' or 'mix(alpha)'")
         check_int("n_generations", self.n_generations, minimum=1)
         check_int("n_chains", self.n_chains, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
 
 
 # --------------------------------------------------------------------------- the population
@@ -317,11 +318,39 @@ STRATEGIES = (
 
 @dataclasses.dataclass(frozen=True)
 class FairnessChapter:
-    """What the fairness section of chapter 5 runs at one profile."""
+    """What the fairness chapter runs at one profile."""
 
     profile: str = "cpu"  # ci / cpu / paper
     run: FairnessRun = FairnessRun()  # sizes shared by every strategy
     strategies: tuple[Strategy, ...] = STRATEGIES  # compared side by side
+    n_test: int = 10_000  # real test images every generation is measured on
+
+    def __post_init__(self) -> None:
+        check_chapter(self.profile, self.run.seed)
+        check_int("n_test", self.n_test, minimum=10)
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The page's seed; its ``n_chains`` loops are chains ``0 … n_chains − 1`` of that seed."""
+        return (self.run.seed,)
+
+    def describe(self, data: ChapterData | None = None) -> str:
+        run = self.run
+        images = "" if data is None else (f" of a population of {len(data.train.images):,} "
+                                          f"{data.train.dataset.upper()} training images before subsampling")
+        n_test = self.n_test if data is None else len(data.test.images)
+        return executed_note(
+            f"profile `{self.profile}` and seed `{run.seed}`: minority group = digits "
+            f"{', '.join(map(str, run.minority_classes))} at ρ = {run.minority_share:.0%}{images}; "
+            f"M = {run.n_samples:,} images per generation; a classifier with {run.hidden} hidden units trained for "
+            f"{run.steps:,} Adam steps of {run.batch_size}; {run.n_generations} generations; {run.n_chains} loops per "
+            f"strategy, measured on {n_test:,} test images.",
+            data.notice if data is not None else None,
+        )
 
     def run_config(self, strategy: Strategy) -> FairnessRun:
         share = self.run.minority_share if strategy.minority_in_batch == "real" else strategy.minority_in_batch
@@ -331,8 +360,8 @@ class FairnessChapter:
 
 
 def chapter_config(profile: str, seed: int = 0) -> FairnessChapter:
-    """The sizes at ``profile``: same code, different numbers."""
-    check_profile(profile)
+    """The sizes of the fairness chapter at ``profile``: same code, different numbers."""
+    check_chapter(profile, seed)
     if profile == "ci":
         run = FairnessRun(n_samples=3_000, hidden=64, steps=300, n_generations=6, n_chains=2, seed=seed)
     elif profile == "paper":
@@ -340,3 +369,37 @@ def chapter_config(profile: str, seed: int = 0) -> FairnessChapter:
     else:
         run = FairnessRun(seed=seed)
     return FairnessChapter(profile, run)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+STOPPED_WITHIN = 0.02  # a strategy "stopped the decline" if the minority lost at most 2 points
+HIDDEN_RATIO = 5.0  # "hidden": the minority moved more than 5 times as much as the population
+OVER_CORRECTED = 1.5  # group-balanced batches over-correct when the minority's label share ends above 1.5 ρ
+HOLDS_SHARE_WITHIN = 0.25  # the recorded group "holds the share" when it ends within 25 % of ρ
+FIXED_SHARE_INSUFFICIENT = 0.5  # batches at the real share "are not enough" if they keep over half the loop's decline
+
+
+def verdicts(results: dict[str, dict], chapter: FairnessChapter, rho: float) -> dict:
+    """What the page says of the strategies, computed from their measures (means over loops).
+
+    ``start_end[name][measure]`` is (generation 0, last generation); ``decline[name]`` the
+    minority's change; the flags are those of the named thresholds above.
+    """
+    loop, real_share, balanced, recorded, _ = (s.name for s in chapter.strategies)
+    start_end = {name: {m: (float(v.mean(0)[0]), float(v.mean(0)[-1])) for m, v in r.items() if np.ndim(v) == 2}
+                 for name, r in results.items()}
+    decline = {name: se["minority"][1] - se["minority"][0] for name, se in start_end.items()}
+    moved = {m: start_end[loop][m][1] - start_end[loop][m][0] for m in ("reported", "overall", "minority")}
+    loop_decline = decline[loop]
+    return {
+        "start_end": start_end,
+        "decline": decline,
+        "hidden": bool(moved["minority"] < 0 and abs(moved["minority"]) > HIDDEN_RATIO * abs(moved["overall"])),
+        "reported_rose": bool(moved["reported"] > 0),
+        "stopped": {name: bool(d > -STOPPED_WITHIN) for name, d in decline.items()},
+        "share_of_loop_decline": {name: (d / loop_decline if loop_decline < 0 else float("nan")) for name, d in decline.items()},
+        "over_corrected": bool(start_end[balanced]["representation"][1] > OVER_CORRECTED * rho),
+        "recorded_holds_share": bool(abs(start_end[recorded]["representation"][1] - rho) < HOLDS_SHARE_WITHIN * rho),
+        "fixed_share_insufficient": bool(loop_decline < 0 and decline[real_share] < FIXED_SHARE_INSUFFICIENT * loop_decline),
+    }

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from .config import Regime, check_choice, check_int, check_positive
+from .chapter import check_chapter, executed_note
+from .config import Regime, check_choice, check_int, check_positive, check_seed
 from .runner import StatsModel, log_generations, simulate
 
 ESTIMATORS = ("unbiased", "mle")  # ddof = 1 (the theorem) or 0 (np.std, the authors' notebook)
@@ -125,7 +126,7 @@ class GaussianRun:
         check_int("n_samples", self.n_samples, minimum=2)
         check_int("n_chains", self.n_chains, minimum=1)
         check_int("n_generations", self.n_generations, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
         check_int("n_recorded", self.n_recorded, minimum=2)
         check_choice("estimator", self.estimator, ESTIMATORS)
         check_choice("sampler", self.sampler, SAMPLERS)
@@ -285,14 +286,22 @@ class GaussianChapter:
     check_chains: int = 2000  # chains of that cross-check (each draws M points per generation)
 
     def __post_init__(self) -> None:
-        from .config import check_profile
-
-        check_profile(self.profile)
-        check_int("seed", self.seed, minimum=0)
+        check_chapter(self.profile, self.seed)
         for M in self.sample_sizes:
             check_int("sample_sizes[...]", M, minimum=2)
         for text in self.regimes:
             Regime.parse(text)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return (self.seed,)
+
+    def describe(self, data=None) -> str:
+        return executed_note(
+            f"profile `{self.profile}` and seed `{self.seed}`: {self.n_chains:,} chains per sample size, "
+            f"{self.n_generations:,} generations, sample sizes M ∈ {{{', '.join(f'{m:,}' for m in self.sample_sizes)}}}, "
+            f"sampler `{self.sampler}`."
+        )
 
     def run(self, M: int, estimator: str = "unbiased", regime: str = "replace", sampler: str | None = None, **kw):
         return GaussianRun(
@@ -309,9 +318,7 @@ class GaussianChapter:
 
 def chapter_config(profile: str, seed: int = 0) -> GaussianChapter:
     """The sizes of chapter 1 at ``profile``: same code, different numbers."""
-    from .config import check_profile
-
-    check_profile(profile)
+    check_chapter(profile, seed)
     if profile == "ci":
         return GaussianChapter(profile, seed, n_chains=2000, n_generations=200, check_chains=500)
     if profile == "paper":  # sample every point, as the authors' notebook does

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Regime, check_int, check_positive
+from .config import Regime, check_int, check_positive, check_seed
 from .runner import StatsModel, simulate
 
 
@@ -71,7 +71,7 @@ class RegressionConfig:
         check_positive("sigma", self.sigma)
         check_int("n_generations", self.n_generations, minimum=0)
         check_int("n_chains", self.n_chains, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
 
 
 def make_design(config: RegressionConfig) -> Design:
@@ -202,10 +202,10 @@ class RegressionChapter:
 
 
 def chapter_config(profile: str, seed: int = 0) -> RegressionChapter:
-    """The sizes at ``profile``: same code, different numbers."""
-    from .config import check_profile
+    """The sizes at ``profile`` (a section of the avoiding chapter: :func:`collapse.avoiding.chapter_config`)."""
+    from .chapter import check_chapter
 
-    check_profile(profile)
+    check_chapter(profile, seed)
     if profile == "ci":
         return RegressionChapter(profile, RegressionConfig(n_samples=40, dim=5, n_generations=30, n_chains=1000, seed=seed))
     if profile == "paper":

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from . import decoding, lm, opt, text
-from .config import Regime, check_choice, check_int, check_profile, to_dict
-from .paths import recorded_dir, results_dir
+from . import decoding, lm, opt, records, text
+from .chapter import check_chapter, executed_note
+from .config import Regime, check_choice, check_int, check_seed, to_dict
+from .paths import results_dir
 from .runner import run_generations
 from .store import ResultsStore
 
@@ -55,7 +55,7 @@ class LMRun:
     def __post_init__(self) -> None:
         check_choice("init", self.init, INITS)
         check_int("n_generations", self.n_generations, minimum=0)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +279,9 @@ class LMChapter:
     instruments: Instruments = Instruments()
 
     def __post_init__(self) -> None:
-        check_profile(self.profile)
+        check_chapter(self.profile, self.seeds[0] if self.seeds else 0)
+        for seed in self.seeds:
+            check_seed("seeds[...]", seed)
         check_choice("corpus", self.corpus, text.CORPORA)
         check_choice("compare_corpus", self.compare_corpus, text.CORPORA)
         check_choice("init", self.init, INITS)
@@ -291,6 +293,34 @@ class LMChapter:
             raise ValueError("seeds must name at least one seed")
         for setting in self.settings:
             Regime.parse(setting.regime)
+
+    @property
+    def seed(self) -> int:
+        """The page's seed: the first of :attr:`seeds`."""
+        return self.seeds[0]
+
+    def describe(self, data: LMData | None = None) -> str:
+        model = opt.OPTConfig() if self.init == "opt-125m" else opt.preset(self.model_preset, self.vocab_size)
+        tokenizer = "GPT-2" if self.init == "opt-125m" else "byte-level BPE trained on the training split"
+        start = ("the published OPT-125m weights (fine-tuning, as the paper)" if self.init == "opt-125m" else
+                 "one random initialisation (training from scratch; the paper fine-tunes OPT-125m)")
+        if data is None:
+            where, n_train, sizes = f"{self.corpus}", self.n_train, ""
+        else:
+            release = {"raw": "the raw release (`wikitext-2-raw-v1`, the paper's)",
+                       "tokenized": "the tokenized release (`wikitext-2-v1`: rare words replaced by `<unk>`; the paper "
+                                    "used the raw one)",
+                       "nltk": "NLTK's tagged files, tags removed"}[data.corpus.release]
+            where, n_train = f"{data.corpus.name}, {release}", len(data.train[: self.n_train or None])
+            sizes = (f"; the corpus's whole training split is {len(data.train):,} blocks here. Test perplexity is "
+                     f"measured on all {len(data.test):,} blocks of the real test split")
+        return executed_note(
+            f"profile `{self.profile}`, seeds {list(self.seeds)}, on {where}. Every generation trains a "
+            f"{model.n_layers}-layer OPT decoder of width {model.d_model} ({model.n_params() / 1e6:.2f} M parameters, "
+            f"vocabulary {model.vocab_size:,} of the {tokenizer} tokenizer) from {start} on {n_train:,} real 64-token "
+            f"blocks ({n_train * 64:,} tokens); {self.n_generations} generations follow generation 0{sizes}.",
+            data.notice if data is not None else None,
+        )
 
     def run_config(self, data: LMData, setting: Setting, seed: int) -> LMRun:
         if self.init == "opt-125m":
@@ -304,22 +334,23 @@ class LMChapter:
         )
 
 
-def chapter_config(profile: str, corpus: str = "wikitext-2", init: str | None = None) -> LMChapter:
-    """The sizes of chapter 4 at ``profile``: same code, different numbers."""
-    check_profile(profile)
+def chapter_config(profile: str, seed: int = 0, corpus: str = "wikitext-2", init: str | None = None) -> LMChapter:
+    """The sizes of chapter 4 at ``profile``: same code, different numbers. The profile's
+    ``n`` chains run seeds ``seed, seed + 1, …, seed + n - 1``."""
+    check_chapter(profile, seed)
     other = "brown" if corpus == "wikitext-2" else "wikitext-2"
     if profile == "ci":
         return LMChapter(
-            profile, (0,), corpus, other, init or "scratch", "ci", vocab_size=1024, n_train=128, n_valid=64,
+            profile, (seed,), corpus, other, init or "scratch", "ci", vocab_size=1024, n_train=128, n_valid=64,
             n_generations=2, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, weight_decay=0.01, batch_size=32),
             decode=decoding.DecodeConfig(max_new_tokens=64, min_new_tokens=64, num_beams=5),
             settings=(Setting("5 epochs, no original data", "replace", 2), Setting("10 epochs, 10% original data", "mix(0.1)", 3)),
             instruments=Instruments(n_judged=128),
         )
     if profile == "cpu":
-        return LMChapter(profile, (0,), corpus, other, init or "scratch")
+        return LMChapter(profile, (seed,), corpus, other, init or "scratch")
     return LMChapter(
-        profile, (0, 1, 2, 3, 4), corpus, other, init or "opt-125m", "opt-125m", n_train=0, n_valid=0,
+        profile, tuple(seed + k for k in range(5)), corpus, other, init or "opt-125m", "opt-125m", n_train=0, n_valid=0,
         n_generations=9, train=lm.TrainConfig(learning_rate=5e-5, batch_size=128), instruments=Instruments(n_judged=0),
     )
 
@@ -335,8 +366,17 @@ def run_chapter(chapter: LMChapter, data: LMData, *, settings=None, seeds=None, 
     return out
 
 
-def recorded_path(profile: str, corpus: str, seed: int) -> Path:
-    return recorded_dir() / f"lm-{profile}-{corpus}-seed{seed}.json"
+RECORD_COMMAND = "python -m collapse.lm_experiment --profile paper --seed K --record"
+
+
+def load_recorded(profile: str, corpus: str, seed: int) -> dict | None:
+    """A recorded run of ``profile`` (see :func:`main`), or None if none was recorded."""
+    return records.load("lm", profile, corpus, seed)
+
+
+def record_is_current(record: dict) -> bool:
+    """Whether a record was made with the sizes ``chapter_config`` gives its profile today."""
+    return records.is_current(record, chapter_config)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -354,12 +394,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="write chapters/recorded/lm-<profile>-<corpus>-seed<k>.json")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    chapter = chapter_config(args.profile, args.corpus, args.init)
+    config_args = {"profile": args.profile, "seed": args.seed, "corpus": args.corpus, "init": args.init}
+    chapter = chapter_config(**config_args)  # a bad profile or seed fails here, before any work
+    path = records.path("lm", args.profile, args.corpus, args.seed)
+    if args.record:
+        records.check_writable(path)
     data = load_data(chapter.corpus, init=chapter.init, vocab_size=chapter.vocab_size)
     if data.notice:
         print("warning:", data.notice)
-    record = {"chapter": to_dict(chapter), "corpus": data.corpus.name, "release": data.corpus.release,
-              "device": str(jax.devices()[0]), "settings": {}}
+    record = records.new(chapter, config_args, corpus=data.corpus.name, release=data.corpus.release, settings={})
     for setting in chapter.settings:
         start = time.perf_counter()
         (config, analysis), = run_chapter(chapter, data, settings=[setting], seeds=[args.seed], progress=not args.quiet).values()
@@ -368,10 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{setting.name}: {record['settings'][setting.name]['seconds']:.0f} s, test ppl {ppl[0]:.1f} -> {ppl[-1]:.1f}",
               flush=True)
         if args.record:
-            path = recorded_path(args.profile, data.corpus.name, args.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=1) + "\n")
-
+            records.write(path, record)
 
 if __name__ == "__main__":
     main()

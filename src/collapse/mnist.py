@@ -187,3 +187,37 @@ def load_or_fallback(dataset: str = "mnist", split: str = "train", **kwargs) -> 
         return load(dataset, split, **kwargs), None
     except DataUnavailable as error:
         return sklearn_digits(split), str(error)
+
+
+# --------------------------------------------------------------------------- what a chapter reads
+
+
+@dataclasses.dataclass(frozen=True)
+class ChapterData:
+    train: Images  # the whole real training split (the classifier learns from all of it)
+    test: Images  # the first n_test real test images
+    notice: str | None  # what a reader must know about where the data came from, if anything
+
+
+def load_data(dataset: str, n_test: int, **kwargs) -> ChapterData:
+    """Real data for the chapter, scikit-learn's digits if none can be had, and a notice saying which."""
+    train, why = load_or_fallback(dataset, "train", **kwargs)
+    test, why_test = load_or_fallback(dataset, "test", **kwargs)
+    if (why is None) != (why_test is None):  # one split real, the other scikit-learn's: not one data set
+        missing, reason = ("train", why) if why is not None else ("test", why_test)
+        raise DataUnavailable(f"{dataset}: the {missing} split could not be had while the other was found, so the two "
+                              f"would come from different data sets. {reason}")
+    test = Images(test.images[:n_test], test.labels[:n_test], test.dataset, test.classes, test.verified)
+    notice = None
+    if why is not None:
+        notice = (
+            f"No copy of {dataset} could be found or downloaded, so this page ran on scikit-learn's "
+            f"{len(train.images) + len(test.images):,} handwritten digits (8×8 pixels) instead. Its numbers are "
+            f"**not comparable** to the paper's. ({why})"
+        )
+    elif not (train.verified and test.verified):
+        notice = (
+            f"The {dataset} files this page read do not match the published checksums (they may be a test "
+            "fixture or a modified copy): its numbers are not comparable to the paper's."
+        )
+    return ChapterData(train, test, notice)

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 
 from . import discrete, gaussian
+from .chapter import check_chapter
 from .config import Regime, check_choice, check_int, check_unit_interval
 from .store import ResultsStore
 
@@ -92,6 +93,27 @@ def replace_median_theory(n_samples, n_fits: int) -> np.ndarray:
     return np.exp(gaussian.mean_log_var(n_fits, np.asarray(n_samples)))
 
 
+MEDIAN_SKEW_ALLOWANCE = 0.05  # |median − mean| of log σ²_n in sds: the skew of a sum of ≥ 10 log χ² terms (≤ 0.03 here)
+
+
+def replace_median_agreement(median_shares, n_samples, n_fits: int, n_chains: int) -> tuple[np.ndarray, float]:
+    """Check the simulated Gaussian ``replace`` medians against :func:`replace_median_theory`.
+
+    ``z`` is (log median − E log σ²_n) in standard deviations of log σ²_n. The tolerance is
+    the skew allowance plus four Monte Carlo standard errors of a median (1.2533 / √chains
+    sds). Returns ``(z, tolerance)``; raises ``AssertionError`` naming the M that disagree.
+    """
+    M = np.asarray(n_samples)
+    sd = np.sqrt(gaussian.var_log_var(n_fits, M))
+    z = (np.log(np.asarray(median_shares, float)) - gaussian.mean_log_var(n_fits, M)) / sd
+    tolerance = MEDIAN_SKEW_ALLOWANCE + 4 * 1.2533 / np.sqrt(n_chains)
+    bad = np.abs(z) > tolerance
+    if np.any(bad):
+        raise AssertionError(f"Gaussian replace medians disagree with theory at M = {M[bad].tolist()}: "
+                             f"z = {np.round(z[bad], 3).tolist()}, tolerance {tolerance:.3f}")
+    return z, float(tolerance)
+
+
 # --------------------------------------------------------------------------- the chapter's figure
 
 
@@ -118,6 +140,8 @@ class RealFractionChapter:
 
 
 def chapter_config(profile: str, seed: int = 0) -> RealFractionChapter:
+    """The grid at ``profile`` (a section of the avoiding chapter: :func:`collapse.avoiding.chapter_config`)."""
+    check_chapter(profile, seed)
     if profile == "ci":
         return RealFractionChapter(sample_sizes=(10, 100), alphas=(0.0, 0.1, 0.5), gaussian_chains=300, discrete_chains=50,
                                    seed=seed)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import os
 import time
 from pathlib import Path
 
@@ -23,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import classifier, vae
-from .config import Regime, check_choice, to_dict, check_int, check_profile, check_unit_interval
-from .mnist import Images
-from .paths import recorded_dir
+from . import classifier, records, vae
+from .config import Regime, check_choice, check_int, check_seed, check_unit_interval
+from .chapter import check_chapter, executed_note
+from .mnist import ChapterData, Images, load_data
 from .runner import run_generations
 from .store import ResultsStore
 
@@ -47,7 +44,7 @@ class VAERun:
     def __post_init__(self) -> None:
         check_int("n_train", self.n_train, minimum=1)
         check_int("n_generations", self.n_generations, minimum=0)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
         if self.n_train < self.model.batch_size:
             raise ValueError(f"n_train={self.n_train} is smaller than one batch ({self.model.batch_size})")
 
@@ -223,13 +220,29 @@ class VAEChapter:
     instruments: Instruments = Instruments()
 
     def __post_init__(self) -> None:
-        check_profile(self.profile)
-        check_int("seed", self.seed, minimum=0)
+        check_chapter(self.profile, self.seed)
         check_choice("dataset", self.dataset, ("mnist", "fashion-mnist"))
         check_choice("compare_dataset", self.compare_dataset, ("mnist", "fashion-mnist"))
         check_int("n_test", self.n_test, minimum=10)
         for text in self.regimes:
             Regime.parse(text)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return (self.seed,)
+
+    def describe(self, data: ChapterData | None = None) -> str:
+        n_train = self.n_train if data is None else min(self.n_train, len(data.train.images))
+        h, w = self.model.image_shape if data is None else data.train.images.shape[1:]
+        where = f" on `{data.train.dataset}`" if data is not None else ""
+        n_test = self.n_test if data is None else len(data.test.images)
+        return executed_note(
+            f"profile `{self.profile}` and seed `{self.seed}`{where}: {n_train:,} real training images of {h}×{w} "
+            f"pixels, {self.n_generations} generations after generation 0, VAEs of capacity {self.model.capacity} and "
+            f"latent dimension {self.model.latent_dim}, {self.model.epochs} epochs of batch {self.model.batch_size} "
+            f"per generation, and {n_test:,} real test images.",
+            data.notice if data is not None else None,
+        )
 
     def run_config(self, dataset: str, regime: str, n_train: int | None = None, image_shape=None) -> VAERun:
         model = self.model if image_shape is None else dataclasses.replace(self.model, image_shape=tuple(image_shape))
@@ -238,7 +251,7 @@ class VAEChapter:
 
 def chapter_config(profile: str, seed: int = 0, dataset: str = "mnist") -> VAEChapter:
     """The sizes of chapter 3 at ``profile``: same code, different numbers."""
-    check_profile(profile)
+    check_chapter(profile, seed)
     other = "fashion-mnist" if dataset == "mnist" else "mnist"
     if profile == "ci":
         return VAEChapter(
@@ -253,35 +266,6 @@ def chapter_config(profile: str, seed: int = 0, dataset: str = "mnist") -> VAECh
         profile, seed, dataset, n_train=60_000, n_test=10_000, compare_dataset=other,
         model=vae.VAEConfig(), n_generations=20, instruments=Instruments(classifier=classifier.ClassifierConfig(epochs=10)),
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class ChapterData:
-    train: Images  # the whole real training split (the classifier learns from all of it)
-    test: Images  # the first n_test real test images
-    notice: str | None  # what a reader must know about where the data came from, if anything
-
-
-def load_data(dataset: str, n_test: int, **kwargs) -> ChapterData:
-    """Real data for the chapter, scikit-learn's digits if none can be had, and a notice saying which."""
-    from .mnist import load_or_fallback
-
-    train, why = load_or_fallback(dataset, "train", **kwargs)
-    test, _ = load_or_fallback(dataset, "test", **kwargs)
-    test = Images(test.images[:n_test], test.labels[:n_test], test.dataset, test.classes, test.verified)
-    notice = None
-    if why is not None:
-        notice = (
-            f"No copy of {dataset} could be found or downloaded, so this page ran on scikit-learn's "
-            f"{len(train.images) + len(test.images):,} handwritten digits (8×8 pixels) instead. Its numbers are "
-            f"**not comparable** to the paper's. ({why})"
-        )
-    elif not (train.verified and test.verified):
-        notice = (
-            f"The {dataset} files this page read do not match the published checksums (they may be a test "
-            "fixture or a modified copy): its numbers are not comparable to the paper's."
-        )
-    return ChapterData(train, test, notice)
 
 
 def run_chapter(
@@ -318,34 +302,21 @@ def summarise(analysis: dict[str, np.ndarray]) -> dict[str, list | float]:
     }
 
 
-def recorded_path(profile: str, dataset: str, seed: int) -> Path:
-    return recorded_dir() / f"vae-{profile}-{dataset}-seed{seed}.json"
+RECORD_COMMAND = "python -m collapse.vae_experiment --profile paper --seed K --record"
 
 
 def load_recorded(profile: str, dataset: str, seed: int) -> dict | None:
     """A recorded run of ``profile`` (see :func:`main`), or None if none was recorded."""
-    path = recorded_path(profile, dataset, seed)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return records.load("vae", profile, dataset, seed)
 
 
 def recorded_seeds(profile: str, dataset: str) -> list[int]:
-    return sorted(int(p.stem.rsplit("-seed", 1)[1]) for p in recorded_dir().glob(f"vae-{profile}-{dataset}-seed*.json"))
+    return records.seeds("vae", profile, dataset)
 
 
 def record_is_current(record: dict) -> bool:
     """Whether a record was made with the sizes ``chapter_config`` gives its profile today."""
-    c = record["chapter"]
-    return c == to_dict(chapter_config(c["profile"], c["seed"], c["dataset"]))
-
-
-def _environment() -> dict[str, str]:
-    device = jax.devices()[0]
-    return {
-        "device": f"{device.platform}: {getattr(device, 'device_kind', device.platform)} x{jax.device_count()}",
-        "jax": jax.__version__,
-        "date": datetime.date.today().isoformat(),
-        "commit": os.environ.get("COLLAPSE_COMMIT", "unknown"),
-    }
+    return records.is_current(record, chapter_config)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -367,17 +338,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per regime)")
     args = parser.parse_args(argv)
 
-    chapter = chapter_config(args.profile, args.seed, args.dataset)
+    config_args = {"profile": args.profile, "seed": args.seed, "dataset": args.dataset}
+    chapter = chapter_config(**config_args)
+    regimes = [str(Regime.parse(r)) for r in (args.regimes or chapter.regimes)]  # a bad regime fails here, before any work
+    path = Path(args.record) if args.record else records.path("vae", args.profile, args.dataset, args.seed)
+    if args.record is not None:
+        records.check_writable(path)
     data = load_data(chapter.dataset, chapter.n_test)
     if data.notice:
         print("warning:", data.notice)
-    path = Path(args.record) if args.record else recorded_path(args.profile, args.dataset, args.seed)
-    record = {
-        "chapter": to_dict(chapter), "dataset": data.train.dataset, "verified": bool(data.train.verified and data.test.verified),
-        "n_train": min(chapter.n_train, len(data.train.images)), "n_test": len(data.test.images),
-        "environment": _environment(), "regimes": {},
-    }
-    for regime in args.regimes or chapter.regimes:
+    record = records.new(
+        chapter, config_args, dataset=data.train.dataset, verified=bool(data.train.verified and data.test.verified),
+        n_train=min(chapter.n_train, len(data.train.images)), n_test=len(data.test.images), regimes={},
+    )
+    for regime in regimes:
         start = time.perf_counter()
         _, analyses, labeller = run_chapter(chapter, data, regimes=[regime], progress=not args.quiet)
         (name, analysis), = analyses.items()
@@ -386,8 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         sigma = record["regimes"][name]["latent_sigma"]
         print(f"{name}: {record['regimes'][name]['seconds']:.0f} s, latent sigma {sigma[0]:.4f} -> {sigma[-1]:.4f}", flush=True)
         if args.record is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=1) + "\n")
+            records.write(path, record)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""Recorded runs: summaries of profiles too expensive for the book's own build.
+
+A chapter's ``paper`` profile may take hours on a GPU, so it is run outside the book
+(``python -m collapse.vae_experiment --profile paper --record``) and its summary is
+committed as ``chapters/recorded/<experiment>-<profile>-<dataset>-seed<k>.json``. The
+page shows the record beside its own run, and says so when a record is missing or was
+made with sizes other than today's ``chapter_config``.
+
+A record is a JSON object with at least:
+
+* ``args``: the arguments ``chapter_config`` was called with (profile, seed, options);
+* ``chapter``: ``to_dict`` of the chapter config it ran, to compare with today's;
+* ``environment``: device, JAX version, date and commit.
+
+The rest (regimes, settings, …) is the experiment's own summary.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from .config import to_dict
+from .paths import recorded_dir
+from .store import atomic_write
+
+
+def path(experiment: str, profile: str, dataset: str, seed: int) -> Path:
+    return recorded_dir() / f"{experiment}-{profile}-{dataset}-seed{seed}.json"
+
+
+def load(experiment: str, profile: str, dataset: str, seed: int) -> dict | None:
+    """The record, or None if none was made."""
+    target = path(experiment, profile, dataset, seed)
+    return json.loads(target.read_text()) if target.is_file() else None
+
+
+def seeds(experiment: str, profile: str, dataset: str) -> list[int]:
+    """The seeds recorded for ``(experiment, profile, dataset)``, in order."""
+    found = recorded_dir().glob(f"{experiment}-{profile}-{dataset}-seed*.json")
+    return sorted(int(p.stem.rsplit("-seed", 1)[1]) for p in found)
+
+
+def environment() -> dict[str, str]:
+    """Where a record was made: device, JAX version, date and commit (``COLLAPSE_COMMIT``)."""
+    import jax
+
+    device = jax.devices()[0]
+    return {
+        "device": f"{device.platform}: {getattr(device, 'device_kind', device.platform)} x{jax.device_count()}",
+        "jax": jax.__version__,
+        "date": datetime.date.today().isoformat(),
+        "commit": os.environ.get("COLLAPSE_COMMIT", "unknown"),
+    }
+
+
+def new(chapter, args: dict, **summary) -> dict:
+    """A record of ``chapter`` (made by ``chapter_config(**args)``), its environment and ``summary``."""
+    return {"args": dict(args), "chapter": to_dict(chapter), "environment": environment(), **summary}
+
+
+def check_writable(target: Path) -> None:
+    """Fail before any work if ``target`` cannot be written (a long run must not end in a bad path)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(target.parent, os.W_OK) or target.is_dir():
+        raise ValueError(f"cannot write the record to {target}")
+
+
+def write(target: Path, record: dict) -> None:
+    """Write ``record`` atomically: a run cut short leaves the previous record whole."""
+    atomic_write(Path(target), lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+
+
+def is_current(record: dict, chapter_config: Callable) -> bool:
+    """Whether ``record`` was made with the sizes ``chapter_config`` gives its arguments today."""
+    return record["chapter"] == to_dict(chapter_config(**record["args"]))
+
+
+def status(experiment: str, profile: str, dataset: str, chapter_config: Callable, command: str) -> tuple[dict, str | None]:
+    """``({seed: record}, note)``: every record of ``(experiment, profile, dataset)``, and a MyST
+    note for the page when none exists or some are stale (``command`` makes them again)."""
+    found = {s: load(experiment, profile, dataset, s) for s in seeds(experiment, profile, dataset)}
+    if not found:
+        return found, (f"```{{note}}\nNo recorded `{profile}` run of this chapter was found in `{recorded_dir()}`. "
+                       f"Make one with `{command}`.\n```")
+    stale = [s for s, r in found.items() if not is_current(r, chapter_config)]
+    if stale:
+        return found, (f"```{{warning}}\nThe records of seeds {stale} were made with `{profile}` sizes that differ from "
+                       f"today's `chapter_config`: make them again with `{command}`.\n```")
+    return found, None
