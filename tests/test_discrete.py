@@ -220,3 +220,46 @@ def test_chapter_profiles_validate():
         discrete.chapter_config("laptop")
     with pytest.raises(ValueError, match="distribution"):
         discrete.CategoricalRun("zipf(10)")
+
+
+# --------------------------------------------------------------------------- the chapter's checks have power
+
+
+def test_absorption_and_sweep_checks_pass_the_simulation_and_catch_a_planted_error():
+    M, p = 8, 0.5
+    result = discrete.absorb(discrete.AbsorptionRun(f"bernoulli({p})", n_samples=M, n_chains=5000, seed=2))
+    checked = discrete.absorption_agreement(result["T"], result["state"], M, p)
+    assert checked["worst"] < checked["z_max"] and checked["n_checks"] >= 6
+    from collapse.checks import AgreementError
+
+    with pytest.raises(AgreementError, match="K=2 mean"):  # one more fit in every chain: E[T] off by 1
+        discrete.absorption_agreement(result["T"] + 1, result["state"], M, p)
+    assert discrete.sweep_agreement({M: result["T"]}, p)["worst"] < 4
+    with pytest.raises(AgreementError, match="sweep"):  # the same times labelled with the wrong M
+        discrete.sweep_agreement({M + 4: result["T"]}, p)
+
+
+def test_tail_check_passes_the_simulation_and_catches_the_wrong_real_law():
+    p0 = discrete.initial_distribution("zipf(50, 1)")
+    run = discrete.CategoricalRun("zipf(50, 1)", n_samples=60, n_chains=400, n_generations=20, n_recorded=5)
+    runs = {60: discrete.run(run)}
+    checked = discrete.tail_agreement(runs, p0)
+    assert checked["worst"] < checked["z_max"]
+    from collapse.checks import AgreementError
+
+    with pytest.raises(AgreementError):
+        discrete.tail_agreement(runs, discrete.initial_distribution("zipf(50, 1.5)"))
+
+
+def test_stationary_fit_accepts_draws_from_the_law_and_rejects_another():
+    M, n_real, p = 20, 4, 0.3
+    pi = discrete.stationary_distribution(discrete.mixed_matrix(M, n_real, p))
+    rng = np.random.default_rng(0)
+    counts = rng.choice(M + 1, size=20_000, p=pi)
+    result, n_cells = discrete.stationary_fit(counts, pi)
+    assert result.pvalue > 1e-3 and 5 < n_cells <= M + 1
+    from collapse.checks import AgreementError
+
+    shifted = np.clip(counts + 1, 0, M)  # one count more on the second state in every chain
+    with pytest.raises(AgreementError, match="stationary law rejected"):
+        discrete.stationary_fit(shifted, pi)

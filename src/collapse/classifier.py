@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from .config import check_int, check_positive
+from .sharding import map_batches
 
 
 class Layer(NamedTuple):
@@ -90,6 +91,4 @@ _jit_logits = jax.jit(logits)
 
 def predict(params: list[Layer], images_uint8: np.ndarray, batch: int = 4096) -> np.ndarray:
     """The most likely class of every image."""
-    return np.concatenate(
-        [np.asarray(jnp.argmax(_jit_logits(params, images_uint8[i : i + batch]), -1)) for i in range(0, len(images_uint8), batch)]
-    )
+    return map_batches(lambda b, x: jnp.argmax(_jit_logits(params, x), -1), images_uint8, batch)

@@ -25,10 +25,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from .config import check_int, check_positive
 from .opt import OPTConfig, OPTParams, decode_step, prefill, reorder
+from .sharding import map_batches
 
 _NEG = -1.0e9  # the "impossible" score generate() adds (not -inf: sums stay finite)
 
@@ -181,12 +181,9 @@ def continue_blocks(
 ) -> np.ndarray:
     """:func:`generate` over many prompts, ``batch_size`` at a time (the last batch padded with
     copies of its last prompt, so only two shapes compile); returns ``N × max_new_tokens``."""
-    n = len(prompts_NxT)
-    batch_size = min(batch_size, n)
-    out = np.empty((n, decode.max_new_tokens), np.int32)
-    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
-        rows = prompts_NxT[start : start + batch_size]
-        padded = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows), axis=0)]) if len(rows) < batch_size else rows
-        batch_key = None if key is None else jax.random.fold_in(key, start)
-        out[start : start + len(rows)] = np.asarray(generate(params, config, decode, padded, batch_key))[: len(rows)]
-    return out
+    batch = min(batch_size, len(prompts_NxT))
+
+    def one_batch(b, rows):
+        return generate(params, config, decode, rows, None if key is None else jax.random.fold_in(key, b * batch))
+
+    return map_batches(one_batch, prompts_NxT, batch_size, pad=True, progress=progress, desc=desc).astype(np.int32)

@@ -24,6 +24,7 @@ from jax.scipy.special import xlogy
 from scipy import linalg, special, stats
 
 from .chapter import check_chapter, executed_note
+from .checks import AgreementError, check_agreement, z_threshold
 from .config import Regime, check_int, check_seed
 from .runner import StatsModel, log_generations, simulate, simulate_until
 
@@ -179,22 +180,34 @@ def real_metrics(distribution: str, n_samples: int) -> dict[str, float]:
 
 
 def mean_diversity(n, M: int, p0: np.ndarray) -> np.ndarray:
-    """E[1 - sum_k p_n(k)^2] = (1 - 1/M)^n (1 - sum_k p0(k)^2) under ``replace`` (n counts fits)."""
+    """E[1 - sum_k p_n(k)^2] = (1 - 1/M)^n (1 - sum_k p0(k)^2) under ``replace`` (n counts fits).
+
+    Equation ``eq-disc-diversity`` of ``chapters/discrete.md``.
+    """
     return (1.0 - 1.0 / M) ** np.asarray(n, float) * (1.0 - np.sum(np.asarray(p0) ** 2))
 
 
 def missing_probability(p, M: int) -> np.ndarray:
-    """P(a state of probability p gets none of M draws) = (1 - p)^M, about exp(-pM)."""
+    """P(a state of probability p gets none of M draws) = (1 - p)^M, about exp(-pM).
+
+    Equation ``eq-disc-missing`` of ``chapters/discrete.md``.
+    """
     return (1.0 - np.asarray(p, float)) ** M
 
 
 def mean_alive_after_one(p0: np.ndarray, M: int) -> float:
-    """E[number of states alive after the first fit] = sum_k 1 - (1 - p0(k))^M."""
+    """E[number of states alive after the first fit] = sum_k 1 - (1 - p0(k))^M.
+
+    Equation ``eq-disc-missing`` of ``chapters/discrete.md``.
+    """
     return float(np.sum(1.0 - missing_probability(p0, M)))
 
 
 def mean_tail_alive_after_one(p0: np.ndarray, M: int) -> float:
-    """E[real mass of the tail (p0 < 1/M) alive after the first fit] = sum_tail p0 (1 - (1 - p0)^M)."""
+    """E[real mass of the tail (p0 < 1/M) alive after the first fit] = sum_tail p0 (1 - (1 - p0)^M).
+
+    Equation ``eq-disc-missing`` of ``chapters/discrete.md``.
+    """
     p0 = np.asarray(p0)
     tail = p0 < 1.0 / M
     return float(np.sum(p0[tail] * (1.0 - missing_probability(p0[tail], M))))
@@ -215,7 +228,10 @@ def diffusion_absorption_time(M: int, p0: np.ndarray) -> float:
 
 
 def wright_fisher_matrix(M: int) -> np.ndarray:
-    """The (M+1) x (M+1) transition matrix P[i, j] = Binomial(M, i/M)(j), float64."""
+    """The (M+1) x (M+1) transition matrix P[i, j] = Binomial(M, i/M)(j), float64.
+
+    Equation ``eq-disc-wf`` of ``chapters/discrete.md``.
+    """
     check_int("M", M, minimum=1)
     i = np.arange(M + 1)
     return stats.binom.pmf(i[None, :], M, i[:, None] / M)
@@ -250,7 +266,10 @@ class AbsorbingChain(NamedTuple):
 
 
 def absorbing_chain(P: np.ndarray) -> AbsorbingChain:
-    """The fundamental-matrix analysis of a K = 2 chain on 0..M whose ends absorb."""
+    """The fundamental-matrix analysis of a K = 2 chain on 0..M whose ends absorb.
+
+    Equation ``eq-disc-fundamental`` of ``chapters/discrete.md``.
+    """
     M = P.shape[0] - 1
     if not (np.isclose(P[0, 0], 1.0) and np.isclose(P[M, M], 1.0)):
         raise ValueError("states 0 and M must be absorbing")
@@ -276,6 +295,8 @@ def absorption_time(M: int, p: float) -> AbsorptionTime:
     The first fit draws X_1 ~ Binomial(M, p) from the real distribution -- the same
     kernel as the chain's -- so T = 1 + tau(X_1) with tau the chain's absorption time
     (0 from the ends).
+
+    Equation ``eq-disc-fundamental`` of ``chapters/discrete.md``.
     """
     chain = absorbing_chain(wright_fisher_matrix(M))
     start = stats.binom.pmf(np.arange(M + 1), M, p)
@@ -431,6 +452,93 @@ def absorb_cached(config: AbsorptionRun, store=None) -> dict[str, np.ndarray]:
     from .store import ResultsStore
 
     return (store or ResultsStore()).cached("discrete-absorption", VERSION, config, lambda: absorb(config))
+
+
+# --------------------------------------------------------------------------- checks against the closed forms
+
+
+def absorption_agreement(T_S: np.ndarray, state_S: np.ndarray, M: int, p: float) -> dict:
+    """Simulated absorption (K = 2, from Bernoulli(p), M per fit) against :func:`absorption_time`.
+
+    z-scores of the mean of T, its variance (standard error from the sample's fourth
+    moment), the fixation probability P(absorbed in state 1) = p, and the survival
+    function P(T > n) at six quantiles of T. One family-wise bound
+    (:func:`~collapse.checks.z_threshold`); raises ``AgreementError`` beyond it. Returns
+    ``{"z": {...}, "n_grid", "z_max", "worst", "n_checks", "law"}``.
+    """
+    T = np.asarray(T_S, float)
+    S = len(T)
+    law = absorption_time(M, p)
+    n_grid = np.unique(np.round(np.quantile(T, [0.05, 0.25, 0.5, 0.75, 0.95, 0.99]))).astype(int)
+    survival = absorption_survival(M, p, int(max(T.max(), n_grid.max())))[n_grid]
+    z = {
+        "mean": np.atleast_1d((T.mean() - law.mean) / np.sqrt(law.var / S)),
+        "var": np.atleast_1d((T.var() - law.var) / np.sqrt((((T - T.mean()) ** 4).mean() - T.var() ** 2) / S)),
+        "fixation": np.atleast_1d(((np.asarray(state_S) == 1).mean() - law.p_fix) / np.sqrt(law.p_fix * (1 - law.p_fix) / S)),
+        "survival": (np.array([(T > n).mean() for n in n_grid]) - survival) / np.sqrt(survival * (1 - survival) / S),
+    }
+    n_checks = sum(v.size for v in z.values())
+    z_max = z_threshold(n_checks)
+    worst = max(check_agreement(f"K=2 {name}", v, z_max, where=n_grid if name == "survival" else None)
+                for name, v in z.items())
+    return {"z": z, "n_grid": n_grid, "z_max": z_max, "worst": worst, "n_checks": n_checks, "law": law}
+
+
+def tail_agreement(runs: dict, p0: np.ndarray) -> dict:
+    """Zipf-tail runs ``{M: run result}`` against the closed forms: E[diversity] at every recorded
+    generation (:func:`mean_diversity`), and after the first fit the expected number of surviving
+    states and surviving tail mass (:func:`mean_alive_after_one`, :func:`mean_tail_alive_after_one`).
+
+    A statistic with no spread across chains (every tail state lost, say) is compared exactly.
+    Raises ``AgreementError`` beyond the family-wise bound; returns ``{"worst", "z_max", "n_checks"}``.
+    """
+    z_all, where = [], []
+    for M, r in runs.items():
+        S = r["alive"].shape[0]
+        for name, sim, theory in (
+            ("diversity", r["diversity"], mean_diversity(r["n"], M, p0)),
+            ("alive after one fit", r["alive"][:, :1], mean_alive_after_one(p0, M)),
+            ("tail mass after one fit", r["tail_alive"][:, :1], mean_tail_alive_after_one(p0, M)),
+        ):
+            sd = sim.std(0)
+            spread = sd > 0
+            constant_off = ~spread & ~np.isclose(sim.mean(0), theory)
+            if np.any(constant_off):
+                raise AgreementError(f"{name} at M={M}: constant {sim.mean(0)[constant_off]} against "
+                                     f"{np.broadcast_to(theory, spread.shape)[constant_off]}")
+            z_all.extend(((sim.mean(0) - theory) / np.where(spread, sd / np.sqrt(S), 1))[spread])
+            where.extend([f"{name}, M={M}"] * int(spread.sum()))
+    z_max = z_threshold(len(z_all))
+    worst = check_agreement("tails against closed forms", np.array(z_all), z_max, where=where)
+    return {"worst": worst, "z_max": z_max, "n_checks": len(z_all)}
+
+
+def stationary_fit(counts_S: np.ndarray, pi: np.ndarray, min_expected: float = 5.0, alpha: float = 1e-3):
+    """χ² goodness of fit of simulated counts to a stationary law ``pi`` over 0..M.
+
+    Neighbouring counts are merged into cells of expected size ≥ ``min_expected`` (the χ²
+    approximation's rule). Raises ``AgreementError`` when p < ``alpha``; returns
+    ``(scipy result, number of cells)``.
+    """
+    states = np.arange(len(pi))
+    observed = np.bincount(np.asarray(counts_S), minlength=len(pi))
+    expected = np.asarray(pi) * len(counts_S)
+    edges = np.flatnonzero(np.diff(np.floor(np.cumsum(expected) / min_expected), prepend=0) > 0)
+    cells = np.searchsorted(edges, states, side="left").clip(0, len(edges) - 1)
+    observed_cells, expected_cells = np.bincount(cells, weights=observed), np.bincount(cells, weights=expected)
+    result = stats.chisquare(observed_cells, expected_cells)
+    if result.pvalue < alpha:
+        raise AgreementError(f"stationary law rejected: chi-square p = {result.pvalue:.2e} over {len(observed_cells)} cells")
+    return result, len(observed_cells)
+
+
+def sweep_agreement(T_by_M: dict, p: float) -> dict:
+    """Mean absorption time of K = 2 runs at several M against the exact chain (one z per M)."""
+    z = np.array([(np.mean(T) - absorption_time(M, p).mean) / np.sqrt(absorption_time(M, p).var / len(T))
+                  for M, T in T_by_M.items()])
+    z_max = z_threshold(len(z))
+    return {"worst": check_agreement("absorption sweep, K = 2", z, z_max, where=list(T_by_M)), "z_max": z_max,
+            "n_checks": len(z)}
 
 
 # --------------------------------------------------------------------------- the chapter

@@ -252,6 +252,8 @@ def measures(predictions_SxGxT: np.ndarray, test_labels: np.ndarray, shares_C: n
     * ``reported``: accuracy against the labels the loop itself holds -- the previous
       generation's, except for the ``real_label_share`` of true ones (generation 0: true
       labels) -- what a validation set drawn from the loop would report.
+
+    Equation ``eq-fairness-measures`` of ``chapters/fairness.md``.
     """
     predictions = np.asarray(predictions_SxGxT)
     labels = np.asarray(test_labels)

@@ -56,6 +56,8 @@ def merge(a: GaussianStats, b: GaussianStats) -> GaussianStats:
 
 
 def fit(stats: GaussianStats, estimator: str = "unbiased") -> GaussianParams:
+    """The fitted mean and variance: divisor M − 1 (``unbiased``) or M (``mle``).
+    Equation ``eq-gauss-fit`` of ``chapters/gaussian.md``."""
     ddof = 1 if estimator == "unbiased" else 0
     return GaussianParams(stats.mean, stats.m2 / (stats.n - ddof))
 
@@ -66,7 +68,10 @@ def sample(key: jax.Array, params: GaussianParams, m: int) -> jax.Array:
 
 
 def sample_stats_direct(key: jax.Array, params: GaussianParams, m: int) -> GaussianStats:
-    """The statistics of m draws, drawn directly: exact, and O(1) in m."""
+    """The statistics of m draws, drawn directly: exact, and O(1) in m.
+
+    Equation ``eq-gauss-cochran`` of ``chapters/gaussian.md``.
+    """
     dtype = jnp.result_type(params.mu)
     key_mean, key_ss = jax.random.split(key)
     mean = params.mu + jnp.sqrt(params.var / m) * jax.random.normal(key_mean, (), dtype)
@@ -193,10 +198,13 @@ def log_var_step_variance(M):
 
 
 def mean_log_var(n, M, estimator="unbiased", sigma0=1.0):
+    """E[log σ_n²] = log σ0² + n (ψ((M−1)/2) + log(2/d)).
+    Equation ``eq-gauss-drift`` of ``chapters/gaussian.md``."""
     return 2 * np.log(sigma0) + np.asarray(n) * log_var_drift(M, estimator)
 
 
 def var_log_var(n, M):
+    """Var[log σ_n²] = n ψ'((M−1)/2). Equation ``eq-gauss-drift`` of ``chapters/gaussian.md``."""
     return np.asarray(n) * log_var_step_variance(M)
 
 
@@ -207,19 +215,27 @@ def _ratio_moments(M, estimator):
 
 
 def mean_var(n, M, estimator="unbiased", sigma0=1.0):
-    """E[sigma_n^2] = sigma0^2 c^n: constant (a martingale) when unbiased, ((M-1)/M)^n for the MLE."""
+    """E[sigma_n^2] = sigma0^2 c^n: constant (a martingale) when unbiased, ((M-1)/M)^n for the MLE.
+
+    Equation ``eq-gauss-cochran`` of ``chapters/gaussian.md``.
+    """
     c, _ = _ratio_moments(M, estimator)
     return sigma0**2 * c ** np.asarray(n, float)
 
 
 def var_var(n, M, estimator="unbiased", sigma0=1.0):
+    """Var[σ_n²] = σ0⁴ (qⁿ − c²ⁿ), with c, q the first two moments of χ²_k / d.
+    Equation ``eq-gauss-cochran`` of ``chapters/gaussian.md``."""
     c, q = _ratio_moments(M, estimator)
     n = np.asarray(n, float)
     return sigma0**4 * (q**n - c ** (2 * n))
 
 
 def mean_sq_drift(n, M, estimator="unbiased", sigma0=1.0):
-    """E[(mu_n - mu_0)^2] = (sigma0^2 / M) sum_{i<n} c^i: n sigma0^2 / M, or sigma0^2 (1 - c^n) for the MLE."""
+    """E[(mu_n - mu_0)^2] = (sigma0^2 / M) sum_{i<n} c^i: n sigma0^2 / M, or sigma0^2 (1 - c^n) for the MLE.
+
+    Equation ``eq-gauss-t`` of ``chapters/gaussian.md``.
+    """
     c, _ = _ratio_moments(M, estimator)
     n = np.asarray(n, float)
     total = n if c == 1 else (1 - c**n) / (1 - c)
@@ -231,6 +247,8 @@ def var_sq_drift(n, M, estimator="unbiased", sigma0=1.0):
 
     E[(mu_n - mu_0)^4] = 3/M^2 sum_{i,j<n} E[sigma_i^2 sigma_j^2], and for i <= j
     E[sigma_i^2 sigma_j^2] = E[sigma_i^4] c^(j-i) = sigma0^4 q^i c^(j-i).
+
+    Equation ``eq-gauss-t`` of ``chapters/gaussian.md``.
     """
     c, q = _ratio_moments(M, estimator)
     out = []
@@ -244,14 +262,20 @@ def var_sq_drift(n, M, estimator="unbiased", sigma0=1.0):
 
 
 def mean_sigma(n, M, estimator="unbiased", sigma0=1.0):
-    """E[sigma_n] = sigma0 (E[sqrt(chi^2_k / d)])^n, E[sqrt(chi^2_k)] = sqrt(2) Gamma((k+1)/2) / Gamma(k/2)."""
+    """E[sigma_n] = sigma0 (E[sqrt(chi^2_k / d)])^n, E[sqrt(chi^2_k)] = sqrt(2) Gamma((k+1)/2) / Gamma(k/2).
+
+    Equation ``eq-gauss-w2`` of ``chapters/gaussian.md``.
+    """
     k, d = np.asarray(M, float) - 1, _divisor(M, estimator)
     log_step = 0.5 * np.log(2 / d) + special.gammaln((k + 1) / 2) - special.gammaln(k / 2)
     return sigma0 * np.exp(np.asarray(n, float) * log_step)
 
 
 def mean_w2_squared(n, M, estimator="unbiased", sigma0=1.0):
-    """E[W_2^2(N(mu_n, sigma_n^2), N(mu_0, sigma0^2))] = E(mu_n-mu_0)^2 + E sigma_n^2 - 2 sigma0 E sigma_n + sigma0^2."""
+    """E[W_2^2(N(mu_n, sigma_n^2), N(mu_0, sigma0^2))] = E(mu_n-mu_0)^2 + E sigma_n^2 - 2 sigma0 E sigma_n + sigma0^2.
+
+    Equation ``eq-gauss-w2`` of ``chapters/gaussian.md``.
+    """
     return (
         mean_sq_drift(n, M, estimator, sigma0)
         + mean_var(n, M, estimator, sigma0)

@@ -149,7 +149,10 @@ def _error_recursion(design: Design, regime: Regime) -> tuple[np.ndarray, np.nda
 
 
 def expected_errors(design: Design, regime: Regime, n_generations: int) -> np.ndarray:
-    """Exact ``E ‖ŵ_n − w*‖²`` given the design, n = 0..n_generations (label noise averaged)."""
+    """Exact ``E ‖ŵ_n − w*‖²`` given the design, n = 0..n_generations (label noise averaged).
+
+    Equation ``eq-avoid-replace``, ``eq-avoid-accumulate``, ``eq-avoid-mix`` of ``chapters/avoiding.md``.
+    """
     n = np.arange(n_generations + 1)
     A, noise = _error_recursion(design, regime)
     base = np.trace(noise)
@@ -170,6 +173,8 @@ def stationary_error(design: Design, regime: Regime) -> float:
     The limit of :func:`expected_errors`' recursion solves ``C = A C Aᵀ + σ² G⁻¹``; it
     exists when the spectral radius of ``A`` is below 1, that is when the real rows alone
     have a full-rank Gram matrix (at least d of them, in general position).
+
+    Equation ``eq-avoid-mix`` of ``chapters/avoiding.md``.
     """
     from scipy.linalg import solve_discrete_lyapunov
 

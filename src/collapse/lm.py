@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import check_int, check_positive, check_unit_interval
 from .opt import OPTConfig, OPTParams, forward
-from .sharding import shard_leading_axis
+from .sharding import map_batches, shard_leading_axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,24 +84,16 @@ def _sequence_nll(params, blocks_BxT, *, config):
 
 def sequence_nll(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Mean negative log-likelihood of each block (its perplexity is ``exp`` of it): ``N``."""
-    n = len(blocks_NxT)
-    batch = _multiple_of_devices(min(batch_size, n))
-    out = np.empty(n, np.float32)
-    for start in range(0, n, batch):
-        rows = blocks_NxT[start : start + batch]
-        padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows), axis=0)])
-        out[start : start + len(rows)] = np.asarray(_sequence_nll(params, shard_leading_axis(jnp.asarray(padded), "batch"),
-                                                                  config=config))[: len(rows)]
-    return out
+    nll = map_batches(lambda b, rows: _sequence_nll(params, rows, config=config), blocks_NxT, batch_size, shard=True)
+    return nll.astype(np.float32)
 
 
 def perplexity(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, batch_size: int = 256) -> float:
-    """``exp`` of the mean token negative log-likelihood (all blocks have the same length)."""
+    """``exp`` of the mean token negative log-likelihood (all blocks have the same length).
+
+    Equation ``eq-lm-perplexity`` of ``chapters/lm.md``.
+    """
     return float(math.exp(sequence_nll(params, config, blocks_NxT, batch_size).mean()))
-
-
-def _multiple_of_devices(n: int) -> int:
-    return -(-n // jax.device_count()) * jax.device_count()
 
 
 def train(

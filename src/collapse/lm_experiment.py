@@ -27,7 +27,7 @@ from . import decoding, lm, opt, records, text
 from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_seed, to_dict
 from .paths import results_dir
-from .runner import run_generations
+from .runner import generation_zero_dir, require_finished, run_generations
 from .store import ResultsStore
 
 VERSION = "1"  # of the runs: bump when training or generation changes
@@ -93,12 +93,6 @@ def initial_params(config: LMRun) -> opt.OPTParams:
     return opt.init(config.model, jax.random.fold_in(jax.random.key(config.seed), 10**6))
 
 
-def _generation_zero_twin(config: LMRun) -> LMRun:
-    # Generation 0 sees only real data and its keys depend on (seed, 0): it is the same for
-    # every regime with the same training settings.
-    return dataclasses.replace(config, regime=Regime(), n_generations=0)
-
-
 def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
     """Train (or load) generations 0..n_generations; returns each generation's metrics."""
     store = store or ResultsStore()
@@ -126,7 +120,7 @@ def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progr
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real, n_generations=config.n_generations, regime=config.regime,
         train=train, generate=generate, evaluate=evaluate, progress=progress,
-        zero_shared_with=store.run_dir("lm", VERSION, _generation_zero_twin(config)),
+        zero_shared_with=generation_zero_dir(store, "lm", VERSION, config),
     )
     return metrics
 
@@ -188,9 +182,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
     real = data.train[: config.n_train or None]
 
     def compute():
-        missing = [n for n in range(config.n_generations + 1) if not run_dir.has_generation(n)]
-        if missing:
-            raise RuntimeError(f"generations {missing} of this run are not finished; call run() first")
+        require_finished(run_dir, config.n_generations)
         judge = run_dir.load_generation(0)["params"]
         prompts = data.test[: instruments.n_examples]
         out = {k: [] for k in ("test_nll", "judged_nll", "distinct_1", "distinct_2", "distinct_3", "repetition",

@@ -16,6 +16,7 @@ Two drivers share that definition:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -25,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import Regime
-from .sharding import shard_leading_axis
+from .sharding import round_to_devices, shard_leading_axis
 
 PyTree = Any
 
@@ -206,18 +207,13 @@ def _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_g
     return jax.jit(jax.vmap(init)), jax.jit(jax.vmap(advance))
 
 
-def _round_to_devices(n: int) -> int:
-    """``n`` rounded up to a multiple of the device count, so every device gets equal work."""
-    return -(-n // jax.device_count()) * jax.device_count()
-
-
 def _on_all_devices(chains, seed: int, n_chains: int, batch_size: int | None = None) -> PyTree:
     """``chains(keys)`` with chain i's key from :func:`chain_keys`, the chain axis sharded over every device.
 
     With ``batch_size``, chains run in batches of that many (rounded up to a multiple of
     the device count) to bound memory; chain i's numbers do not depend on the batching.
     """
-    batch = _round_to_devices(n_chains if batch_size is None else min(n_chains, batch_size))
+    batch = round_to_devices(n_chains if batch_size is None else min(n_chains, batch_size))
     n_batches = -(-n_chains // batch)
     keys = chain_keys(seed, n_batches * batch)
     parts = [chains(shard_leading_axis(keys[b * batch : (b + 1) * batch])) for b in range(n_batches)]
@@ -275,7 +271,7 @@ def simulate_until(
     (seed, i) only, not on the batching.
     """
     init, advance = _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_generations)
-    batch = _round_to_devices(min(batch_size, n_chains))
+    batch = round_to_devices(min(batch_size, n_chains))
     state = _on_all_devices(init, seed, n_chains, batch)
     state = jax.tree.map(np.array, state)  # writable host copies, updated in place below
     bar = tqdm(total=n_chains, desc="chains stopped", disable=not progress)
@@ -287,7 +283,7 @@ def simulate_until(
         for start in range(0, len(active), batch):
             rows = active[start : start + batch]
             # Pad to a power of two (few shapes, so few compilations); padding lanes are discarded.
-            lanes = _round_to_devices(min(batch, max(2048, 1 << (len(rows) - 1).bit_length())))
+            lanes = round_to_devices(min(batch, max(2048, 1 << (len(rows) - 1).bit_length())))
             padded = np.concatenate([rows, np.full(lanes - len(rows), rows[-1])])
             moved = advance(shard_leading_axis(jax.tree.map(lambda x: x[padded], state)))
             for leaf, new in zip(jax.tree.leaves(state), jax.tree.leaves(moved)):
@@ -321,6 +317,21 @@ def training_set(regime: Regime, key, real_data: np.ndarray, synthetic: list[np.
     real_rows = rng.choice(len(real_data), size=n_real, replace=False)
     synthetic_rows = rng.choice(len(synthetic[-1]), size=n_total - n_real, replace=False)
     return np.concatenate([real_data[np.sort(real_rows)], synthetic[-1][np.sort(synthetic_rows)]])
+
+
+def generation_zero_dir(store, experiment: str, version: str, config):
+    """The run folder holding generation 0 for every run that differs from ``config`` only in
+    its regime and length: generation 0 sees only real data, and its keys depend on (seed, 0),
+    so it is the generation 0 of ``config`` under ``replace`` with no later generation."""
+    twin = dataclasses.replace(config, regime=Regime(), n_generations=0)
+    return store.run_dir(experiment, version, twin)
+
+
+def require_finished(run_dir, n_generations: int) -> None:
+    """Raise unless generations 0..n_generations are all in ``run_dir`` (measure only finished runs)."""
+    missing = [n for n in range(n_generations + 1) if not run_dir.has_generation(n)]
+    if missing:
+        raise RuntimeError(f"generations {missing} of the run in {run_dir.path} are not finished; call run() first")
 
 
 def run_generations(

@@ -25,7 +25,7 @@ import optax
 from tqdm.auto import tqdm
 
 from .config import check_int, check_positive
-from .sharding import leading_axis_sharding
+from .sharding import leading_axis_sharding, map_batches
 
 # NHWC activations, HWIO kernels: XLA's preferred layout on CPU and GPU alike.
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -177,7 +177,10 @@ def _bernoulli_nll(logits, x):
 
 
 def negative_elbo(params: VAEParams, key, x_NxHxW, beta: float = 1.0) -> jax.Array:
-    """Per-image −ELBO (nats) with one reparameterised draw: BCE(x, decode(z)) + β·KL(q ‖ N(0, I))."""
+    """Per-image −ELBO (nats) with one reparameterised draw: BCE(x, decode(z)) + β·KL(q ‖ N(0, I)).
+
+    Equation ``eq-vae-elbo`` of ``chapters/vae.md``.
+    """
     mu, logvar = encode(params, x_NxHxW)
     eps = jax.random.normal(key, mu.shape)
     z = mu + jnp.exp(0.5 * logvar) * eps
@@ -308,9 +311,7 @@ def _decode_uint8(params, z, image_shape):
 
 def decode_images(params: VAEParams, z_NxL, image_shape, batch: int = 2048) -> np.ndarray:
     """Decoded pixel means as ``uint8`` images, in batches."""
-    return np.concatenate(
-        [np.asarray(_decode_uint8(params, z_NxL[i : i + batch], tuple(image_shape))) for i in range(0, len(z_NxL), batch)]
-    )
+    return map_batches(lambda b, z: _decode_uint8(params, z, tuple(image_shape)), z_NxL, batch)
 
 
 def generate(params: VAEParams, key, n: int, config: VAEConfig) -> np.ndarray:
@@ -326,7 +327,7 @@ def _encode_mean(params, x_uint8):
 
 def encode_means(params: VAEParams, images_uint8: np.ndarray, batch: int = 2048) -> np.ndarray:
     """μ(x) of the encoder for every image, N × L."""
-    return np.concatenate([np.asarray(_encode_mean(params, images_uint8[i : i + batch])) for i in range(0, len(images_uint8), batch)])
+    return map_batches(lambda b, x: _encode_mean(params, x), images_uint8, batch)
 
 
 @partial(jax.jit, static_argnums=(3,))
@@ -338,7 +339,4 @@ def _negative_elbo_avg(params, key, x_uint8, n_draws):
 
 def negative_elbos(params: VAEParams, key, images_uint8: np.ndarray, n_draws: int = 8, batch: int = 1024) -> np.ndarray:
     """Per-image −ELBO in nats, averaged over ``n_draws`` reparameterised draws (same keys for every model)."""
-    out = []
-    for b, i in enumerate(range(0, len(images_uint8), batch)):
-        out.append(np.asarray(_negative_elbo_avg(params, jax.random.fold_in(key, b), images_uint8[i : i + batch], n_draws)))
-    return np.concatenate(out)
+    return map_batches(lambda b, x: _negative_elbo_avg(params, jax.random.fold_in(key, b), x, n_draws), images_uint8, batch)

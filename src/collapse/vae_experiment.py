@@ -24,7 +24,7 @@ from . import classifier, records, vae
 from .config import Regime, check_choice, check_int, check_seed, check_unit_interval
 from .chapter import check_chapter, executed_note
 from .mnist import ChapterData, Images, load_data
-from .runner import run_generations
+from .runner import generation_zero_dir, require_finished, run_generations
 from .store import ResultsStore
 
 VERSION = "1"
@@ -49,11 +49,6 @@ class VAERun:
             raise ValueError(f"n_train={self.n_train} is smaller than one batch ({self.model.batch_size})")
 
 
-def _generation_zero_twin(config: VAERun) -> VAERun:
-    # Generation 0 sees only real data and its keys depend on (seed, 0): every regime shares it.
-    return dataclasses.replace(config, regime=Regime(), n_generations=0)
-
-
 def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
     """Train (or load) generations 0..n_generations; returns each generation's metrics."""
     store = store or ResultsStore()
@@ -75,7 +70,7 @@ def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = 
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real_train, n_generations=config.n_generations,
         regime=config.regime, train=train, generate=generate, evaluate=evaluate, progress=progress,
-        zero_shared_with=store.run_dir("vae", VERSION, _generation_zero_twin(config)),
+        zero_shared_with=generation_zero_dir(store, "vae", VERSION, config),
     )
     return metrics
 
@@ -164,9 +159,7 @@ def analyse(
     run_dir = store.run_dir("vae", VERSION, config)
 
     def compute():
-        missing = [n for n in range(config.n_generations + 1) if not run_dir.has_generation(n)]
-        if missing:
-            raise RuntimeError(f"generations {missing} of this run are not finished; call run() first")
+        require_finished(run_dir, config.n_generations)
         records = [run_dir.load_generation(n) for n in range(config.n_generations + 1)]
         encoder0 = records[0]["params"]
         keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 10**6), 3)
