@@ -29,8 +29,10 @@ $(TORCH_STAMP): $(STAMP)
 install: $(STAMP)
 
 ## Execute every chapter through papermill at PROFILE (ci | cpu | paper) and build the HTML strictly.
+BOOK_FLAGS ?=
+
 book: $(STAMP)
-	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED)
+	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) $(BOOK_FLAGS)
 	@echo "Open _build/html/index.html; figures are in _build/figures/"
 
 # The numerical tests run a second time under another XLA CPU configuration: another

@@ -270,12 +270,12 @@ def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, mon
     store = ResultsStore(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         lm_experiment.run(config, data, store=store, progress=False)
-    assert store.run_dir("lm", lm_experiment.VERSION, config).finished_generations() == [0]
+    assert lm_experiment.run_folder(config, data, store).finished_generations() == [0]
     resumed = lm_experiment.run(config, data, store=store, progress=False)
     assert len(calls) == 2 + 2  # generations 1 and 2 only: generation 0 was loaded
     assert resumed == straight
-    run_a = ResultsStore(tmp_path / "a").run_dir("lm", lm_experiment.VERSION, config)
-    run_b = store.run_dir("lm", lm_experiment.VERSION, config)
+    run_a = lm_experiment.run_folder(config, data, ResultsStore(tmp_path / "a"))
+    run_b = lm_experiment.run_folder(config, data, store)
     for n in range(3):
         np.testing.assert_array_equal(run_a.load_generation(n)["samples"], run_b.load_generation(n)["samples"])
         assert run_a.load_generation(n)["samples"].shape == (32, 16)
@@ -297,7 +297,7 @@ def test_analysis_measures_every_generation(tmp_path):
     first = np.exp(analysis["test_nll"][0].mean())
     assert summary["test_ppl"][0] == pytest.approx(first, rel=1e-6)
     # The stored generation-0 test perplexity is the one the analysis measures again.
-    stored = store.run_dir("lm", lm_experiment.VERSION, config).load_generation(0)["metrics"]["test_ppl"]
+    stored = lm_experiment.run_folder(config, data, store).load_generation(0)["metrics"]["test_ppl"]
     assert stored == pytest.approx(first, rel=1e-5)
 
 

@@ -145,12 +145,12 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path, monkeypatch, r
     monkeypatch.setattr(vae, "train", crash_on_third_generation)
     with pytest.raises(KeyboardInterrupt):
         vae_experiment.run(config, real, store=store, progress=False)
-    assert store.run_dir("vae", vae_experiment.VERSION, config).finished_generations() == [0, 1]
+    assert vae_experiment.run_folder(config, real, store).finished_generations() == [0, 1]
     monkeypatch.setattr(vae, "train", original)
     resumed = vae_experiment.run(config, real, store=store, progress=False)
     assert resumed == straight
-    a = store.run_dir("vae", vae_experiment.VERSION, config).load_generation(3)
-    b = ResultsStore(tmp_path / "straight").run_dir("vae", vae_experiment.VERSION, config).load_generation(3)
+    a = vae_experiment.run_folder(config, real, store).load_generation(3)
+    b = vae_experiment.run_folder(config, real, ResultsStore(tmp_path / "straight")).load_generation(3)
     np.testing.assert_array_equal(a["samples"], b["samples"])
 
 
@@ -161,7 +161,7 @@ def test_regimes_share_generation_zero_and_then_differ(tmp_path):
     for regime in ("replace", "accumulate"):
         config = small_run(regime, n_generations=1)
         vae_experiment.run(config, real, store=store, progress=False)
-        run_dir = store.run_dir("vae", vae_experiment.VERSION, config)
+        run_dir = vae_experiment.run_folder(config, real, store)
         samples[regime] = [run_dir.load_generation(n)["samples"] for n in (0, 1)]
     np.testing.assert_array_equal(samples["replace"][0], samples["accumulate"][0])
     # Generation 1 of the two regimes trained on other data: about 94 % of the 8-bit pixels of
@@ -181,7 +181,7 @@ def test_analysis_measures_every_generation(tmp_path):
     instruments = vae_experiment.Instruments(n_latent_samples=50, elbo_draws=2, n_grid=4, n_diversity=30,
                                              classifier=classifier.ClassifierConfig(hidden=16, epochs=1))
     labeller = vae_experiment.train_classifier(instruments.classifier, real, 0, store=store)
-    result = vae_experiment.analyse(config, instruments, real, labeller, store=store)
+    result = vae_experiment.analyse(config, instruments, images[:64], real, labeller, store=store)
     assert result["latents"].shape == (3, 50, 3) and result["latent_sigma"].shape == (3,)
     assert (result["class_counts"].sum(1) == 64).all()
     assert result["test_nelbo"].shape == (3, 200) and result["tail"].sum() == 20

@@ -10,6 +10,13 @@
    reproducibility page (executed last);
 4. runs ``jupyter-book build -W -n --keep-going`` on the stage; HTML lands in ``_build/html``.
 
+A page that cannot run because a data set is missing (``CorpusUnavailable``,
+``DataUnavailable``) does not take the book down: it is rendered as a notice saying what is
+missing and how to get it, the other pages are built, and the build ends with a summary of
+such pages (``--require-data``, which ``.ci/run`` uses, makes it a failure instead). One build
+at a time per folder (a lock in ``_build``), and the driver's child processes (kernels,
+Sphinx) stop when it is stopped or when the ``make`` that started it is killed.
+
 This module is also the Sphinx extension (``sphinx.extra_extensions`` in ``_config.yml``)
 that serves MathJax from the build, so equations render without a network.
 """
@@ -17,11 +24,14 @@ that serves MathJax from the build, so equations render without a network.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +39,11 @@ from .config import PROFILES
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "constraints.txt")
 LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on them
+MISSING_DATA_ERRORS = ("CorpusUnavailable", "DataUnavailable")  # a page that raises these is shown as a notice
+
+
+class BuildInProgress(RuntimeError):
+    """Another build holds this folder's ``_build``."""
 
 
 def is_notebook(path: Path) -> bool:
@@ -119,13 +134,89 @@ def page_environment(root: Path) -> dict[str, str]:
     }
 
 
-def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: bool = True) -> int:
+def notice_page(source: Path, message: str) -> str:
+    """A page that could not run: its label and title, and a warning with what is missing and how to get it."""
+    head = []
+    for line in source.read_text(encoding="utf-8").split("---", 2)[-1].lstrip().splitlines():
+        head.append(line)
+        if line.startswith("# "):
+            break
+    return ("\n".join(head) + "\n\n```{warning}\nThis page could not be executed because a data set it needs is "
+            f"missing:\n\n{message}\n\nGet the data as the message says (the README's *Where things land* lists "
+            "every data set), then run `make book` again.\n```\n")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``; elsewhere none are found)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _stop_children(*_) -> None:
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    os._exit(1)
+
+
+def _own_children() -> None:
+    """Stop every child (kernels, Sphinx) when this process is stopped, or when its parent (``make``)
+    dies, which leaves it re-parented: a killed ``make book`` leaves nothing running."""
+    signal.signal(signal.SIGTERM, _stop_children)
+    signal.signal(signal.SIGHUP, _stop_children)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        print("[book] the process that started this build has gone; stopping", file=sys.stderr, flush=True)
+        _stop_children()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+_build_locks: list = []  # the open lock files of this process's builds (closing one releases its lock)
+
+
+def _lock_build(build_dir: Path) -> None:
+    """Hold ``_build/.book.lock`` for the whole build; a second build in the same folder is refused."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(build_dir / ".book.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise BuildInProgress(f"another book build (pid {holder}) is running in {build_dir.parent}; wait for it to "
+                              "finish or stop it, then run this again") from None
+    handle.seek(0), handle.truncate(), handle.write(str(os.getpid())), handle.flush()
+    _build_locks.append(handle)
+
+
+def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: bool = True,
+          require_data: bool = False) -> int:
     build_dir = root / "_build"
+    _lock_build(build_dir)
     stage = build_dir / "stage"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     for name in BOOK_FILES:
-        shutil.copy2(root / name, stage / name)
+        if (root / name).exists() or name in ("_config.yml", "_toc.yml"):
+            shutil.copy2(root / name, stage / name)
 
     env_vars = page_environment(root)
     os.environ.update(env_vars)
@@ -134,6 +225,7 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     selected = set(pages or all_pages) | set(LAST_PAGES)
     ordered = [p for p in all_pages if p not in LAST_PAGES] + [p for p in all_pages if p in LAST_PAGES]
     record = {"profile": profile, "seed": seed, "pages": {}}
+    missing: dict[str, str] = {}
     for page in ordered:
         source = root / f"{page}.md"
         target = stage / f"{page}.md"
@@ -146,9 +238,19 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
         if page in LAST_PAGES:
             (stage / "_execution.json").write_text(json.dumps(record, indent=2))
         print(f"[book] executing {page} (profile={profile})", flush=True)
-        seconds = execute_page(source, target.with_suffix(".ipynb"), {"profile": profile, "seed": seed}, target.parent)
+        try:
+            seconds = execute_page(source, target.with_suffix(".ipynb"), {"profile": profile, "seed": seed}, target.parent)
+        except Exception as error:
+            if getattr(error, "ename", None) not in MISSING_DATA_ERRORS or require_data:
+                raise
+            missing[page] = str(getattr(error, "evalue", error))
+            target.with_suffix(".ipynb").unlink(missing_ok=True)
+            target.write_text(notice_page(source, missing[page]), encoding="utf-8")
+            print(f"[book] {page}: could not run, data missing ({missing[page].splitlines()[0][:200]})", flush=True)
+            continue
         record["pages"][page] = round(seconds, 1)
         print(f"[book] {page}: {seconds:.1f} s", flush=True)
+    record["missing_data"] = missing
     (stage / "_execution.json").write_text(json.dumps(record, indent=2))
 
     command = ["jupyter-book", "build", str(stage), "--path-output", str(root), "--keep-going"]
@@ -157,7 +259,14 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command[0] = str(jupyter_book) if jupyter_book.exists() else command[0]
     print("[book] " + " ".join(command), flush=True)
-    return subprocess.call(command)
+    status = subprocess.call(command)
+    for page, why in missing.items():
+        print(f"[book] NOT RUN: {page}: a data set is missing: {why}", flush=True)
+    if missing:
+        print(f"[book] {len(missing)} page(s) are notices instead of results; --require-data makes this an error",
+              flush=True)
+    _build_locks.pop().close()
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,8 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the book's folder (holding _toc.yml)")
     parser.add_argument("--pages", nargs="*", help="execute only these pages (e.g. chapters/gaussian)")
     parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
+    parser.add_argument("--require-data", action="store_true",
+                        help="fail when a page cannot run for a missing data set (default: show a notice, build the rest)")
     args = parser.parse_args(argv)
-    return build(args.root.resolve(), args.profile, args.seed, args.pages, strict=not args.no_strict)
+    root = args.root.resolve()
+    if args.seed < 0 or args.seed >= 2**32:
+        parser.error(f"--seed {args.seed}: seeds are integers in [0, 2**32)")
+    known = toc_pages(root)
+    unknown = [p for p in args.pages or [] if p not in known]
+    if unknown:
+        parser.error(f"--pages {' '.join(unknown)}: not pages of {root / '_toc.yml'}; choose from {' '.join(known)}")
+    _own_children()
+    try:
+        return build(root, args.profile, args.seed, args.pages, strict=not args.no_strict, require_data=args.require_data)
+    except BuildInProgress as error:
+        print(f"[book] {error}", file=sys.stderr)
+        return 2
 
 
 # --------------------------------------------------------------------------- Sphinx extension

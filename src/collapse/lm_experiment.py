@@ -28,7 +28,7 @@ from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_seed, to_dict
 from .paths import results_dir
 from .runner import generation_zero_dir, require_finished, run_generations
-from .store import ResultsStore
+from .store import ResultsStore, RunDir, array_digest
 
 VERSION = "1"  # of the runs: bump when training or generation changes
 ANALYSIS_VERSION = "2"  # of the measurements: bump when analyse() changes (runs are kept)
@@ -54,6 +54,8 @@ class LMRun:
 
     def __post_init__(self) -> None:
         check_choice("init", self.init, INITS)
+        check_int("n_train", self.n_train, minimum=0)  # negative would slice from the end
+        check_int("n_valid", self.n_valid, minimum=0)
         check_int("n_generations", self.n_generations, minimum=0)
         check_seed("seed", self.seed)
 
@@ -69,17 +71,26 @@ class LMData:
 
 
 def tokenizer_path(corpus: text.Corpus, vocab_size: int) -> Path:
-    return results_dir() / "tokenizers" / f"{corpus.name}-{corpus.release}-bpe{vocab_size}.json"
+    """The cached BPE of this corpus's training text (its digest is in the name: other text, other file)."""
+    return results_dir() / "tokenizers" / f"{corpus.name}-{corpus.release}-bpe{vocab_size}-{text.text_digest(corpus.train)}.json"
 
 
 def load_data(corpus_name: str, *, init: str, vocab_size: int, block_size: int = 64) -> LMData:
     """Blocks of the corpus (or, with a notice, the other one), with OPT's tokenizer or a trained BPE."""
     corpus, notice = text.load_or_fallback(corpus_name)
+    if corpus.name == "wikitext-2" and not corpus.verified:  # said on the page (Brown has no published checksum)
+        unverified = (f"The {corpus.name} files this page read ({corpus.source}) do not match the published checksums "
+                      "(a test fixture, a modified copy, or a copy put there by hand): its numbers are not the "
+                      "published data's.")
+        notice = unverified if notice is None else f"{notice} {unverified}"
     if init == "opt-125m":
         tokenizer = text.gpt2_tokenizer(opt.pretrained_folder())
     else:
         tokenizer = text.train_bpe(corpus.train, vocab_size, tokenizer_path(corpus, vocab_size))
     blocks = {s: text.to_blocks(tokenizer, getattr(corpus, s), bos_id=2, block_size=block_size) for s in text.SPLITS}
+    short = [s for s, b in blocks.items() if len(b) == 0]
+    if short:  # fail here, before any training, not after generation 0
+        raise text.CorpusDamaged(f"the {', '.join(short)} split of {corpus.source} has fewer than {block_size} tokens")
     return LMData(corpus, tokenizer, blocks["train"], blocks["valid"], blocks["test"], notice)
 
 
@@ -93,12 +104,22 @@ def initial_params(config: LMRun) -> opt.OPTParams:
     return opt.init(config.model, jax.random.fold_in(jax.random.key(config.seed), 10**6))
 
 
+def data_digest(config: LMRun, data: LMData) -> str:
+    """A hash of every block a run of ``config`` reads: its real training, validation and test blocks."""
+    return array_digest(data.train[: config.n_train or None], data.valid[: config.n_valid or None], data.test)
+
+
+def run_folder(config: LMRun, data: LMData, store: ResultsStore | None = None) -> RunDir:
+    """Where the run of ``config`` on ``data`` keeps its generations (keyed by both)."""
+    return (store or ResultsStore()).run_dir("lm", VERSION, {"run": config, "data": data_digest(config, data)})
+
+
 def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
     """Train (or load) generations 0..n_generations; returns each generation's metrics."""
     store = store or ResultsStore()
     real = data.train[: config.n_train or None]
     valid = data.valid[: config.n_valid or None]
-    run_dir = store.run_dir("lm", VERSION, config)
+    run_dir = run_folder(config, data, store)
     history = {}
 
     def train(key, blocks):
@@ -120,7 +141,7 @@ def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progr
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real, n_generations=config.n_generations, regime=config.regime,
         train=train, generate=generate, evaluate=evaluate, progress=progress,
-        zero_shared_with=generation_zero_dir(store, "lm", VERSION, config),
+        zero_shared_with=generation_zero_dir(store, "lm", VERSION, config, data_digest(config, data)),
     )
     return metrics
 
@@ -178,7 +199,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
     ``train_loss`` (G × epochs), ``best_epoch`` (G,)."""
     store = store or ResultsStore()
     key = _analysis_key(config, instruments, data)
-    run_dir = store.run_dir("lm", VERSION, config)
+    run_dir = run_folder(config, data, store)
     real = data.train[: config.n_train or None]
 
     def compute():
@@ -212,7 +233,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
 
 
 def _analysis_key(config: LMRun, instruments: Instruments, data: LMData) -> dict:
-    return {"run": config, "instruments": instruments, "test": len(data.test)}
+    return {"run": config, "instruments": instruments, "data": data_digest(config, data)}
 
 
 def stored_analysis(config: LMRun, instruments: Instruments, data: LMData, store: ResultsStore | None = None) -> dict | None:
@@ -280,6 +301,7 @@ class LMChapter:
         check_choice("model_preset", self.model_preset, tuple(opt.PRESETS))
         check_int("vocab_size", self.vocab_size, minimum=260)  # 256 bytes + 4 special tokens
         check_int("n_train", self.n_train, minimum=0)
+        check_int("n_valid", self.n_valid, minimum=0)
         check_int("n_generations", self.n_generations, minimum=1)
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")

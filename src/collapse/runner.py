@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from .config import Regime
 from .sharding import round_to_devices, shard_leading_axis
+from .store import DamagedEntry, locked
 
 PyTree = Any
 
@@ -177,6 +178,10 @@ def passage_advance(
 
 def log_generations(n_generations: int, n_recorded: int) -> np.ndarray:
     """Generations to record: 0, then about ``n_recorded`` log-spaced up to ``n_generations`` (included)."""
+    if isinstance(n_generations, bool) or not isinstance(n_generations, (int, np.integer)) or n_generations < 1:
+        raise ValueError(f"n_generations={n_generations!r} must be an integer >= 1")
+    if isinstance(n_recorded, bool) or not isinstance(n_recorded, (int, np.integer)) or n_recorded < 1:
+        raise ValueError(f"n_recorded={n_recorded!r} must be an integer >= 1")
     grid = np.unique(np.round(np.logspace(0, np.log10(n_generations), n_recorded)).astype(int))
     return np.concatenate([[0], grid])
 
@@ -319,12 +324,13 @@ def training_set(regime: Regime, key, real_data: np.ndarray, synthetic: list[np.
     return np.concatenate([real_data[np.sort(real_rows)], synthetic[-1][np.sort(synthetic_rows)]])
 
 
-def generation_zero_dir(store, experiment: str, version: str, config):
-    """The run folder holding generation 0 for every run that differs from ``config`` only in
-    its regime and length: generation 0 sees only real data, and its keys depend on (seed, 0),
-    so it is the generation 0 of ``config`` under ``replace`` with no later generation."""
+def generation_zero_dir(store, experiment: str, version: str, config, data: str):
+    """The run folder holding generation 0 for every run on the same ``data`` (a digest) that
+    differs from ``config`` only in its regime and length: generation 0 sees only real data, and
+    its keys depend on (seed, 0), so it is the generation 0 of ``config`` under ``replace`` with
+    no later generation. Run folders are keyed ``{"run": config, "data": data}``."""
     twin = dataclasses.replace(config, regime=Regime(), n_generations=0)
-    return store.run_dir(experiment, version, twin)
+    return store.run_dir(experiment, version, {"run": twin, "data": data})
 
 
 def require_finished(run_dir, n_generations: int) -> None:
@@ -359,27 +365,47 @@ def run_generations(
     Returns the metrics of every generation.
     """
     shared = zero_shared_with if zero_shared_with is not None and zero_shared_with.path != run_dir.path else None
-    if shared is not None and not run_dir.has_generation(0) and shared.has_generation(0):
-        run_dir.adopt_generation(0, shared)
     synthetic: list[np.ndarray] = []
     metrics: list[dict] = []
-    bar = tqdm(range(n_generations + 1), desc="generations", disable=not progress)
-    for n in bar:
+
+    def generation(n: int) -> dict:
+        """Generation n: loaded if stored and intact (a damaged one is set aside), else computed and saved."""
         if run_dir.has_generation(n):
-            record = run_dir.load_generation(n, params=False)
-            bar.set_postfix_str(f"generation {n}: loaded from {run_dir.path.name}")
-        else:
-            key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
-            data = training_set(regime, key_data, real_data, synthetic)
-            params = train(key_train, data)
-            samples = np.asarray(generate(key_generate, params, data))
-            if len(samples) != len(real_data):
-                raise ValueError(f"generate returned {len(samples)} samples; every generation must make {len(real_data)}")
-            scores = dict(evaluate(params, samples)) if evaluate else {}
-            run_dir.save_generation(n, params=params, samples=samples, metrics=scores)
-            record = {"samples": samples, "metrics": scores}
-        if n == 0 and shared is not None and not shared.has_generation(0):
-            shared.adopt_generation(0, run_dir)
-        synthetic.append(record["samples"])
-        metrics.append(record["metrics"])
+            try:
+                return run_dir.load_generation(n, params=False) | {"loaded": True}
+            except DamagedEntry as error:
+                run_dir.set_aside_generation(n, str(error))
+        if n == 0 and shared is not None and shared.has_generation(0):
+            try:
+                shared.verify_generation(0)
+                run_dir.adopt_generation(0, shared)
+                return run_dir.load_generation(0, params=False) | {"loaded": True}
+            except DamagedEntry as error:
+                shared.set_aside_generation(0, str(error))
+        key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
+        data = training_set(regime, key_data, real_data, synthetic)
+        params = train(key_train, data)
+        samples = np.asarray(generate(key_generate, params, data))
+        if len(samples) != len(real_data):
+            raise ValueError(f"generate returned {len(samples)} samples; every generation must make {len(real_data)}")
+        scores = dict(evaluate(params, samples)) if evaluate else {}
+        run_dir.save_generation(n, params=params, samples=samples, metrics=scores)
+        return {"samples": samples, "metrics": scores, "loaded": False}
+
+    # One writer per run folder; generation 0 is made under the shared folder's lock too, so a
+    # run of another regime started at the same time waits for it instead of training it again.
+    with locked(run_dir.path):
+        bar = tqdm(range(n_generations + 1), desc="generations", disable=not progress)
+        for n in bar:
+            if n == 0 and shared is not None:
+                with locked(shared.path):
+                    record = generation(0)
+                    if not shared.has_generation(0):
+                        shared.adopt_generation(0, run_dir)
+            else:
+                record = generation(n)
+            if record["loaded"]:
+                bar.set_postfix_str(f"generation {n}: loaded from {run_dir.path.name}")
+            synthetic.append(record["samples"])
+            metrics.append(record["metrics"])
     return metrics

@@ -1,25 +1,46 @@
-"""The one results store: a folder per (experiment, config), keyed by a hash of the config.
+"""The one results store: a folder per (experiment, key), keyed by a hash of what made it.
 
 Layout under :func:`~collapse.paths.results_dir`::
 
-    <experiment>/<key>/config.json        the config that produced it, and the code version
-    <experiment>/<key>/result.npz         cheap experiments: the whole result
+    <experiment>/<key>/config.json        what produced it: experiment, version, key, code digest
+    <experiment>/<key>/result.npz         cheap experiments: the whole result ...
+    <experiment>/<key>/result.npz.sha256  ... and its checksum
     <experiment>/<key>/gen-0003/          neural experiments: one folder per finished generation
-        params.npz  params.treedef  samples.npy  metrics.json
+        params.npz  params.treedef  samples.npy  metrics.json  manifest.json (checksums)
 
-Every file is written to a temporary name and renamed into place, and a generation
-folder appears only once complete, so an interrupted run never leaves a half-written
-result that a later run would trust.
+What a result cannot do:
+
+* **be served for other data or other code.** The key hashes the experiment, its version,
+  its config (which callers extend with a digest of the data read: :func:`array_digest`,
+  :func:`file_digest`) and :func:`code_digest`, a hash of the library's computing modules.
+* **be half-written.** Every file is written to a temporary name and renamed into place; a
+  generation folder appears only once complete; leftovers of a killed writer are removed
+  the next time the folder is opened.
+* **be damaged and used.** Every stored file carries a SHA-256, checked on read. A file that
+  fails is moved aside (``*.damaged-<time>``) with a warning naming it, and recomputed.
+* **be written twice at once.** One writer per key: :func:`locked` takes an exclusive
+  ``fcntl`` lock on the folder; a second process waits, then reuses what the first stored.
+  (POSIX locks work on local disks; on a network filesystem they need a lock daemon, or
+  put the results folder on a local disk.)
+
+Files are written with the user's umask, so a shared results folder is readable by a group.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
+import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,10 +51,92 @@ from .config import to_dict
 from .paths import results_dir
 
 
+# Modules that format, plot, build or describe, and compute nothing that is stored.
+PRESENTATION_MODULES = ("__init__.py", "avoiding.py", "book.py", "chapter.py", "checks.py", "paths.py", "plotting.py",
+                        "records.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """A hash of the source of every library module that computes stored numbers (all but
+    :data:`PRESENTATION_MODULES`): results made by other code are other results."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name not in PRESENTATION_MODULES:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def config_key(experiment: str, version: str, config: Any) -> str:
-    """A short stable hash of what determines the numbers: experiment, its version and config."""
-    payload = json.dumps({"experiment": experiment, "version": version, "config": to_dict(config)}, sort_keys=True)
+    """A short stable hash of what determines the numbers: experiment, version, config and code."""
+    payload = json.dumps(
+        {"experiment": experiment, "version": version, "config": to_dict(config), "code": code_digest()}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class DamagedEntry(ValueError):
+    """A stored file does not match its checksum (or cannot be read)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _share(path: Path) -> None:
+    """Give a file or folder made by mkstemp/mkdtemp (0600/0700) the permissions of the user's umask."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+_held: dict[str, tuple[int, int]] = {}  # folder -> (file descriptor, depth): the locks this process holds
+
+
+@contextlib.contextmanager
+def locked(folder: Path):
+    """Hold an exclusive lock on ``folder`` (created if need be): one writer per key. Re-entrant
+    within a process; a second process waits, saying so, until the first releases it."""
+    folder = Path(folder)
+    name = str(folder.resolve())
+    if name in _held:
+        fd, depth = _held[name]
+        _held[name] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            _held[name] = (fd, _held[name][1] - 1)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[collapse] waiting for another run writing {folder} ...", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[name] = (fd, 1)
+        _clean_leftovers(folder)
+        yield
+    finally:
+        _held.pop(name, None)
+        os.close(fd)  # releases the lock
+
+
+def _clean_leftovers(folder: Path) -> None:
+    """Remove the scratch of writers that were killed (only ever called under the folder's lock)."""
+    for leftover in folder.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+    for scratch in folder.glob(".gen-*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged file or folder out of the way (never delete evidence) and warn, naming it."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    warnings.warn(f"{path} was damaged ({why}); moved to {target.name} and computing it again", stacklevel=3)
+    return target
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -56,11 +159,13 @@ def array_digest(*arrays: np.ndarray) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it into place (with the user's umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        _share(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -94,6 +199,23 @@ def load_pytree(folder: Path, name: str) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _load_npz(path: Path) -> dict:
+    """``result.npz`` after checking it against ``result.npz.sha256``; :class:`DamagedEntry` if not."""
+    checksum = path.with_name(path.name + ".sha256")
+    if not checksum.is_file():
+        raise DamagedEntry("no checksum beside it: the writer was interrupted")
+    if file_digest(path) != checksum.read_text().strip():
+        raise DamagedEntry("its SHA-256 differs from the one written with it")
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise DamagedEntry(f"unreadable: {error}") from error
+
+
+MANIFEST = "manifest.json"
+
+
 class RunDir:
     """The folder of one run; one sub-folder per finished generation."""
 
@@ -110,14 +232,43 @@ class RunDir:
         return sorted(int(p.name[4:]) for p in self.path.glob("gen-[0-9][0-9][0-9][0-9]") if p.is_dir())
 
     def _write_generation(self, n: int, fill: Callable[[Path], None]) -> None:
-        """``fill`` a scratch folder, then rename it into place in one step."""
+        """``fill`` a scratch folder, add its checksums, then rename it into place in one step.
+        If another writer put the same generation there first, theirs is kept (same inputs,
+        same numbers) and ours is discarded."""
         self.path.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=self.path, prefix=f".gen-{n:04d}."))
         try:
             fill(scratch)
-            os.replace(scratch, self._generation(n))
+            (scratch / MANIFEST).unlink(missing_ok=True)  # adopted from another folder: written anew below
+            sums = {p.name: file_digest(p) for p in sorted(scratch.iterdir())}
+            _write_json(scratch / MANIFEST, sums)
+            for p in scratch.iterdir():
+                _share(p)
+            _share(scratch)
+            if not self._generation(n).exists():
+                os.replace(scratch, self._generation(n))
+        except OSError:
+            if not self.has_generation(n):
+                raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def verify_generation(self, n: int) -> None:
+        """Check every file of generation ``n`` against its manifest; :class:`DamagedEntry` if any differs."""
+        folder = self._generation(n)
+        try:
+            sums = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError) as error:
+            raise DamagedEntry(f"{folder}: no readable {MANIFEST} ({error})") from error
+        present = {p.name for p in folder.iterdir()} - {MANIFEST}
+        if present != set(sums):
+            raise DamagedEntry(f"{folder}: files {sorted(present ^ set(sums))} differ from its manifest")
+        for name, expected in sums.items():
+            if file_digest(folder / name) != expected:
+                raise DamagedEntry(f"{folder / name}: its SHA-256 differs from the manifest's")
+
+    def set_aside_generation(self, n: int, why: str) -> None:
+        set_aside(self._generation(n), why)
 
     def save_generation(self, n: int, *, params: Any, samples: np.ndarray, metrics: dict) -> None:
         def fill(scratch: Path) -> None:
@@ -132,7 +283,9 @@ class RunDir:
         self._write_generation(n, lambda scratch: shutil.copytree(source._generation(n), scratch, dirs_exist_ok=True))
 
     def load_generation(self, n: int, *, params: bool = True) -> dict:
+        """Generation ``n``'s samples, metrics and (optionally) parameters, checked against its manifest."""
         folder = self._generation(n)
+        self.verify_generation(n)
         record = {
             "samples": np.load(folder / "samples.npy"),
             "metrics": json.loads((folder / "metrics.json").read_text()),
@@ -151,28 +304,42 @@ class ResultsStore:
     def folder(self, experiment: str, version: str, config: Any) -> Path:
         folder = self.root / experiment / config_key(experiment, version, config)
         if not (folder / "config.json").exists():
-            _write_json(
-                folder / "config.json", {"experiment": experiment, "version": version, "config": to_dict(config)}
-            )
+            with locked(folder):
+                _write_json(folder / "config.json", {"experiment": experiment, "version": version,
+                                                     "config": to_dict(config), "code": code_digest()})
         return folder
 
     def run_dir(self, experiment: str, version: str, config: Any) -> RunDir:
         return RunDir(self.folder(experiment, version, config))
 
     def stored(self, experiment: str, version: str, config: Any) -> dict | None:
-        """What :meth:`cached` stored for this config, or None; computes nothing, creates nothing."""
+        """What :meth:`cached` stored for this config, or None (also when it is damaged: it is then
+        set aside); computes nothing, creates nothing."""
         path = self.root / experiment / config_key(experiment, version, config) / "result.npz"
         if not path.exists():
             return None
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            return _load_npz(path)
+        except DamagedEntry as error:
+            set_aside(path, str(error))
+            return None
 
     def cached(self, experiment: str, version: str, config: Any, compute: Callable[[], dict]) -> dict:
-        """``compute()`` (a dict of arrays) once per config; later calls load it from disk."""
-        path = self.folder(experiment, version, config) / "result.npz"
-        if path.exists():
-            with np.load(path) as f:
-                return {k: f[k] for k in f.files}
-        result = {k: np.asarray(v) for k, v in compute().items()}
-        _write_npz(path, result)
-        return result
+        """``compute()`` (a dict of arrays) once per config; later calls, from any process, load it.
+
+        Under the key's lock: a second process asking for the same key waits for the first and
+        then loads its result. A damaged result is set aside and computed again.
+        """
+        folder = self.folder(experiment, version, config)
+        path = folder / "result.npz"
+        with locked(folder):
+            if path.exists():
+                try:
+                    return _load_npz(path)
+                except DamagedEntry as error:
+                    set_aside(path, str(error))
+            result = {k: np.asarray(v) for k, v in compute().items()}
+            _write_npz(path, result)
+            digest = file_digest(path)
+            atomic_write(path.with_name(path.name + ".sha256"), lambda tmp: tmp.write_text(digest + "\n"))
+            return result

@@ -20,6 +20,8 @@ validation, the 10th to test, the rest to training (about 80/10/10 in every genr
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -57,8 +59,21 @@ class Corpus(NamedTuple):
     source: str  # where they were read from
 
 
+class CorpusDamaged(ValueError):
+    """A corpus file is empty or not text; the message names it."""
+
+
 def _lines(path: Path) -> list[str]:
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The non-blank lines of a split; a clear error, naming the file, when it is not UTF-8 text or has none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CorpusDamaged(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                            "replace it with the published file") from None
+    lines = [line.rstrip("\n") for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise CorpusDamaged(f"{path} holds no text; replace it with the published file")
+    return lines
 
 
 def _find_wikitext(root: Path) -> tuple[str, dict[str, Path]] | None:
@@ -205,8 +220,15 @@ def load_or_fallback(name: str, root: Path | None = None) -> tuple[Corpus, str |
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3, as in OPT's vocabulary: pad 1, bos = eos 2
 
 
+def text_digest(lines: list[str]) -> str:
+    """A short hash of a split's text: keys what was trained on it (the BPE cache)."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+
+
 def train_bpe(lines: list[str], vocab_size: int, path: Path):
-    """A byte-level BPE tokenizer trained on ``lines`` (saved to ``path``; loaded if already there)."""
+    """A byte-level BPE tokenizer trained on ``lines`` (saved to ``path``; loaded if already there).
+    ``path`` must name what it was trained on (see :func:`text_digest`): a cached tokenizer is
+    never reused for other text."""
     from tokenizers import Tokenizer
     from tokenizers.implementations import ByteLevelBPETokenizer
 

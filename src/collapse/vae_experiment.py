@@ -25,7 +25,7 @@ from .config import Regime, check_choice, check_int, check_seed, check_unit_inte
 from .chapter import check_chapter, executed_note
 from .mnist import ChapterData, Images, load_data
 from .runner import generation_zero_dir, require_finished, run_generations
-from .store import ResultsStore
+from .store import ResultsStore, RunDir, array_digest
 
 VERSION = "1"
 
@@ -49,12 +49,17 @@ class VAERun:
             raise ValueError(f"n_train={self.n_train} is smaller than one batch ({self.model.batch_size})")
 
 
+def run_folder(config: VAERun, real_train: np.ndarray, store: ResultsStore | None = None) -> RunDir:
+    """Where the run of ``config`` on these real images keeps its generations (keyed by both)."""
+    return (store or ResultsStore()).run_dir("vae", VERSION, {"run": config, "data": array_digest(real_train)})
+
+
 def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
     """Train (or load) generations 0..n_generations; returns each generation's metrics."""
     store = store or ResultsStore()
     if len(real_train) != config.n_train:
         raise ValueError(f"{len(real_train)} real images given, the config says n_train={config.n_train}")
-    run_dir = store.run_dir("vae", VERSION, config)
+    run_dir = run_folder(config, real_train, store)
     losses = {}
 
     def train(key, data):
@@ -70,7 +75,7 @@ def run(config: VAERun, real_train: np.ndarray, *, store: ResultsStore | None = 
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real_train, n_generations=config.n_generations,
         regime=config.regime, train=train, generate=generate, evaluate=evaluate, progress=progress,
-        zero_shared_with=generation_zero_dir(store, "vae", VERSION, config),
+        zero_shared_with=generation_zero_dir(store, "vae", VERSION, config, array_digest(real_train)),
     )
     return metrics
 
@@ -128,7 +133,7 @@ class Instruments:
 def train_classifier(config: classifier.ClassifierConfig, real: Images, seed: int, store: ResultsStore | None = None):
     """The label classifier of a data set (stored: trained once per config)."""
     store = store or ResultsStore()
-    key = {"dataset": real.dataset, "n": len(real.images), "config": config, "seed": seed}
+    key = {"dataset": real.dataset, "data": array_digest(real.images, real.labels), "config": config, "seed": seed}
 
     def compute():
         params = classifier.train(config, jax.random.key(seed), real.images, real.labels, len(real.classes))
@@ -141,6 +146,7 @@ def train_classifier(config: classifier.ClassifierConfig, real: Images, seed: in
 def analyse(
     config: VAERun,
     instruments: Instruments,
+    real_train: np.ndarray,
     real_test: Images,
     label_params,
     *,
@@ -155,8 +161,9 @@ def analyse(
     (G,), ``train_loss`` (G × epochs).
     """
     store = store or ResultsStore()
-    key = {"run": config, "instruments": instruments, "test": [real_test.dataset, len(real_test.images)]}
-    run_dir = store.run_dir("vae", VERSION, config)
+    run_dir = run_folder(config, real_train, store)
+    key = {"run": run_dir.path.name, "instruments": instruments, "test": array_digest(real_test.images, real_test.labels),
+           "labeller": array_digest(*jax.tree.leaves(label_params))}
 
     def compute():
         require_finished(run_dir, config.n_generations)
@@ -272,7 +279,8 @@ def run_chapter(
         regime = str(Regime.parse(regime))
         runs[regime] = chapter.run_config(data.train.dataset, regime, n_train, data.train.images.shape[1:])
         run(runs[regime], data.train.images[:n_train], store=store, progress=progress)
-        analyses[regime] = analyse(runs[regime], chapter.instruments, data.test, labeller, store=store)
+        analyses[regime] = analyse(runs[regime], chapter.instruments, data.train.images[:n_train], data.test, labeller,
+                                   store=store)
     return runs, analyses, labeller
 
 
