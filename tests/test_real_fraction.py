@@ -69,3 +69,10 @@ def test_the_replace_median_check_passes_theory_and_catches_a_planted_error():
     planted = theory * np.array([1.0, 0.7 ** 5, 1.0])
     with pytest.raises(AssertionError, match=r"M = \[100\]"):
         rf.replace_median_agreement(planted, M, n_fits, chains)
+
+
+def test_effective_fraction_is_what_a_generation_really_holds():
+    assert rf.effective_fraction(0.05, 10) == 0.0  # round(0.5) = 0: mix(0.05) at M = 10 is replace
+    assert rf.effective_fraction(0.1, 10) == pytest.approx(0.1)
+    assert rf.effective_fraction(0.02, 30) == pytest.approx(1 / 30)
+    assert rf.effective_fraction(0.0, 100) == 0.0

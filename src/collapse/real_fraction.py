@@ -153,8 +153,10 @@ def chapter_config(profile: str, seed: int = 0) -> RealFractionChapter:
 
 def chapter_grid(chapter: RealFractionChapter, store: ResultsStore | None = None) -> dict:
     """Median shares ``{model: {regime text: array over M}}`` for every mix(α) and accumulate,
-    and the smallest α per M (NaN where none on the grid keeps the level)."""
-    out = {"median": {}, "smallest": {}}
+    the smallest α per M (NaN where none on the grid keeps the level), and that α's effective
+    fraction ``round(αM) / M``, the share of real points a generation really holds (``mix(0.05)``
+    at M = 10 holds none: it is ``replace``)."""
+    out = {"median": {}, "smallest": {}, "smallest_effective": {}}
     for model in MODELS:
         regimes = [Regime("mix", a) if a > 0 else Regime() for a in chapter.alphas] + [Regime("accumulate")]
         out["median"][model] = {
@@ -164,4 +166,13 @@ def chapter_grid(chapter: RealFractionChapter, store: ResultsStore | None = None
             next((a for a, r in zip(chapter.alphas, regimes) if out["median"][model][str(r)][i] >= chapter.level), np.nan)
             for i in range(len(chapter.sample_sizes))
         ])
+        out["smallest_effective"][model] = np.array([
+            np.nan if np.isnan(a) else effective_fraction(a, m)
+            for a, m in zip(out["smallest"][model], chapter.sample_sizes)
+        ])
     return out
+
+
+def effective_fraction(alpha: float, n_samples: int) -> float:
+    """The share of real points ``mix(alpha)`` puts in a generation of ``n_samples``: round(αM)/M."""
+    return (Regime("mix", float(alpha)).n_real(n_samples) if alpha > 0 else 0) / n_samples
