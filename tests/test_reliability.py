@@ -350,6 +350,8 @@ def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_pat
         target.write_text("{}")
         return 0.1
 
+    for key in book.page_environment(root):  # build() sets these for its pages; restore them after the test
+        monkeypatch.setenv(key, os.environ.get(key, ""))
     monkeypatch.setattr(book, "execute_page", execute)
     monkeypatch.setattr(book.subprocess, "call", lambda command: 0)
     assert book.build(root, "ci", 0, None) == 0

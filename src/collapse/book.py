@@ -122,6 +122,28 @@ def version_table(constraints: Path, packages: list[str]) -> tuple[list[tuple[st
     return rows, differ
 
 
+def provenance(root: Path, profile: str, seed: int) -> dict[str, str]:
+    """What made this build's numbers and figures: profile, seed, commit, library version, device, date."""
+    import datetime
+
+    import jax
+
+    from . import __version__
+
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        commit += "+uncommitted changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = os.environ.get("COLLAPSE_COMMIT", "unknown")
+    device = jax.devices()[0]
+    return {"profile": profile, "seed": seed, "commit": commit, "version": __version__,
+            "device": f"{device.platform}: {getattr(device, 'device_kind', device.platform)} x{jax.device_count()}",
+            "date": datetime.date.today().isoformat()}
+
+
 def page_environment(root: Path) -> dict[str, str]:
     """Where the executed pages find their folders: the pages run in ``_build/stage``, where
     ``book_root()`` is the stage, so everything that lives in the sources is named here."""
@@ -253,6 +275,16 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     record["missing_data"] = missing
     (stage / "_execution.json").write_text(json.dumps(record, indent=2))
 
+    # What the pages produced: every glued number with its provenance, and the figure gallery.
+    from . import gallery, numbers
+    from .paths import figures_dir
+
+    made = provenance(root, profile, seed)
+    executed = [p for p in ordered if p in record["pages"]]
+    glued = numbers.collect(stage, executed, made)
+    (build_dir / "numbers.json").write_text(json.dumps(glued, indent=1, sort_keys=True, default=str) + "\n")
+    (stage / "figures.md").write_text(gallery.build_page(stage, figures_dir(), executed, made), encoding="utf-8")
+
     command = ["jupyter-book", "build", str(stage), "--path-output", str(root), "--keep-going"]
     if strict:
         command += ["-W", "-n"]
@@ -260,6 +292,10 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     command[0] = str(jupyter_book) if jupyter_book.exists() else command[0]
     print("[book] " + " ".join(command), flush=True)
     status = subprocess.call(command)
+    problems = numbers.check_html(build_dir / "html", glued) if status == 0 else []
+    for problem in problems:
+        print(f"[book] NUMBER NOT IN numbers.json: {problem}", flush=True)
+    status = status or (1 if problems else 0)
     for page, why in missing.items():
         print(f"[book] NOT RUN: {page}: a data set is missing: {why}", flush=True)
     if missing:

@@ -1,0 +1,77 @@
+"""The build's products for readers: numbers with provenance, the figure gallery, re-run commands."""
+
+import json
+
+import pytest
+
+from collapse import gallery, numbers
+
+PROVENANCE = {"profile": "ci", "seed": 3, "commit": "0123456789abcdef", "version": "0.1.0", "device": "cpu: cpu x1",
+              "date": "2026-11-25"}
+
+
+@pytest.mark.parametrize("shown, value, ok", [
+    ("0.12", 0.1234, True), ("0.13", 0.1234, False),  # :.2f
+    ("10,000", 10_000, True), ("10,001", 10_000, False),  # :,
+    ("1.23e-05", 1.2345e-5, True), ("1.3e-05", 1.2345e-5, False),  # :.3g in scientific form
+    ("5241.9", 5241.93, True), ("5.24e+03", 5241.93, True),
+    ("417", 417.3, True), ("418", 417.3, False),  # :.0f
+    ("12.5%", 12.46, True), ("12.5%", 0.1246, True), ("12.5%", 0.13, False),
+    ("10,000", "10,000", True), ("mnist", "fashion-mnist", False),  # glued text
+])
+def test_a_shown_number_agrees_with_its_value_rounded(shown, value, ok):
+    assert numbers.agrees(shown, value) is ok
+
+
+def test_glued_values_are_read_from_an_executed_notebook():
+    def output(name, text):
+        return {"output_type": "display_data", "metadata": {"scrapbook": {"name": name}}, "data": {"text/plain": text}}
+
+    notebook = {"cells": [{"cell_type": "code", "outputs": [output("a", "0.5"), output("b", "'10,000'"),
+                                                             output("c", "np.float64(2.5)")]}]}
+    assert numbers.glued_values(notebook) == {"a": 0.5, "b": "10,000", "c": 2.5}
+
+
+def test_the_html_check_finds_a_number_that_is_not_in_the_json(tmp_path):
+    (tmp_path / "chapters").mkdir()
+    page = '<p>E is <span class="pasted-text">0.12</span> and <span class="pasted-text">9.99</span></p>'
+    (tmp_path / "chapters" / "x.html").write_text(page)
+    glued = {"chapters/x": {**PROVENANCE, "numbers": {"a": 0.1234, "b": 9.991}}}
+    assert numbers.check_html(tmp_path, glued) == []
+    glued["chapters/x"]["numbers"]["b"] = 9.5  # the page shows a number the JSON does not hold
+    assert numbers.check_html(tmp_path, glued) == ["chapters/x: the page shows '9.99', which is none of its glued numbers"]
+
+
+def figure_notebook(label):
+    cell = {"cell_type": "code", "metadata": {"mystnb": {"figure": {"name": label, "caption": "A  caption\nover lines"}}},
+            "outputs": []}
+    return {"cells": [cell]}
+
+
+def test_the_gallery_lists_every_exported_figure_with_downloads_and_a_citation(tmp_path):
+    stage, figures = tmp_path / "stage", tmp_path / "figures"
+    (stage / "chapters").mkdir(parents=True)
+    (stage / "chapters" / "x.ipynb").write_text(json.dumps(figure_notebook("fig-x-one")))
+    (figures / "x").mkdir(parents=True)
+    for suffix in ("png", "pdf"):
+        (figures / "x" / f"fig-x-one.{suffix}").write_bytes(b"figure")
+    page = gallery.build_page(stage, figures, ["chapters/x"], PROVENANCE)
+    assert "{numref}`fig-x-one`" in page and "A caption over lines" in page
+    assert "{download}`PDF <figures/x/fig-x-one.pdf>`" in page and (stage / "figures" / "x" / "fig-x-one.pdf").is_file()
+    assert "note   = {chapters/x, fig-x-one; profile ci, seed 3, commit 0123456789" in page
+
+
+def test_a_figure_that_was_not_exported_fails_the_build(tmp_path):
+    stage = tmp_path / "stage"
+    (stage / "chapters").mkdir(parents=True)
+    (stage / "chapters" / "x.ipynb").write_text(json.dumps(figure_notebook("fig-x-lost")))
+    with pytest.raises(gallery.MissingFigure, match="fig-x-lost was not exported"):
+        gallery.build_page(stage, tmp_path / "figures", ["chapters/x"], PROVENANCE)
+
+
+def test_the_page_footer_gives_the_rerun_command_and_the_numbers(monkeypatch):
+    monkeypatch.setattr(numbers, "_glued", {"worst_z": 2.345678912, "n_chains": 10_000})
+    text = numbers.page_footer("chapters/gaussian", {"profile": ("ci", "`ci`, `cpu` or `paper`"),
+                                                     "seed": (3, "an integer")}).data
+    assert "papermill /tmp/gaussian.ipynb /tmp/gaussian-out.ipynb -p profile ci -p seed 3" in text
+    assert "| `worst_z` | 2.34568 |" in text and "| `n_chains` | 10,000 |" in text
