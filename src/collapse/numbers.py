@@ -80,7 +80,9 @@ def glued_values(notebook: dict) -> dict[str, Any]:
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if not name:
                 continue
-            text = output.get("data", {}).get("text/plain", "")
+            prefix = output["metadata"]["scrapbook"].get("mime_prefix", "")
+            text = output.get("data", {}).get(prefix + "text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text  # nbformat may store lines
             text = re.sub(r"^np\.\w+\((.*)\)$", r"\1", text.strip())  # np.float64(0.5) -> 0.5
             try:
                 out[name] = ast.literal_eval(text)
