@@ -196,6 +196,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.forced_devices
 def test_loops_sharded_over_four_devices_match_one(tmp_path):
     one = run_on_devices(SHARDED, 1, tmp_path / "one.npz")
     four = run_on_devices(SHARDED, 4, tmp_path / "four.npz")

@@ -215,6 +215,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.forced_devices
 def test_batch_axis_sharded_over_four_devices_trains_the_same_model(tmp_path):
     results = {n: run_on_devices(SHARDED, n, tmp_path / f"{n}.npz") for n in (1, 4)}
     assert int(results[1]["devices"]) == 1 and int(results[4]["devices"]) == 4

@@ -3,6 +3,7 @@
 import textwrap
 
 import numpy as np
+import pytest
 
 from fixtures import run_on_devices
 
@@ -25,6 +26,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.forced_devices
 def test_four_devices_give_the_same_numbers_as_one(tmp_path):
     one = run_on_devices(SCRIPT, 1, tmp_path / "one.npz")
     four = run_on_devices(SCRIPT, 4, tmp_path / "four.npz")
@@ -49,6 +51,7 @@ VAE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.forced_devices
 def test_vae_batch_axis_sharded_over_four_devices_trains_the_same_model(tmp_path):
     results = {n: run_on_devices(VAE_SCRIPT, n, tmp_path / f"{n}.npz") for n in (1, 4)}
     assert int(results[4]["devices"]) == 4
