@@ -77,3 +77,4 @@ def test_the_page_footer_gives_the_rerun_command_and_the_numbers(monkeypatch):
                                                      "seed": (3, "an integer")}).data
     assert "papermill /tmp/gaussian.ipynb /tmp/gaussian-out.ipynb -p profile ci -p seed 3" in text
     assert "| `worst_z` | 2.34568 |" in text and "| `n_chains` | 10,000 |" in text
+    assert "{download}`the MyST source <_myst/gaussian.md>`" in text

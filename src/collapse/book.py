@@ -260,6 +260,10 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
         if page in LAST_PAGES:
             (stage / "_execution.json").write_text(json.dumps(record, indent=2))
         print(f"[book] executing {page} (profile={profile})", flush=True)
+        from .numbers import MYST_SOURCES  # the page's footer offers its MyST source for download
+
+        (target.parent / MYST_SOURCES).mkdir(exist_ok=True)
+        shutil.copy2(source, target.parent / MYST_SOURCES / source.name)
         try:
             seconds = execute_page(source, target.with_suffix(".ipynb"), {"profile": profile, "seed": seed}, target.parent)
         except Exception as error:

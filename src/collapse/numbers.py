@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 _glued: dict[str, Any] = {}  # this kernel's glued values, in order
+MYST_SOURCES = "_myst"  # beside each executed page, the book driver puts its MyST source here (a download)
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
@@ -53,8 +54,8 @@ def page_footer(page: str, parameters: dict[str, tuple[Any, str]]):
         f"```bash\n.venv/bin/jupytext --to ipynb {page}.md -o /tmp/{name}.ipynb\n"
         f".venv/bin/papermill /tmp/{name}.ipynb /tmp/{name}-out.ipynb {flags}\n```\n\n"
         f"| parameter | this page | allowed |\n|---|---|---|\n{rows}\n\n"
-        "The executed notebook and this page's MyST source can be downloaded with the download "
-        "button at the top of the page.\n````"
+        f"Downloads: the executed notebook (the download button at the top of the page) and "
+        f"{{download}}`the MyST source <{MYST_SOURCES}/{name}.md>`, the file these commands start from.\n````"
     )
     numbers = "\n".join(f"| `{key}` | {formatted(value)} |" for key, value in _glued.items())
     table = (
