@@ -239,6 +239,8 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     for name in BOOK_FILES:
         if (root / name).exists() or name in ("_config.yml", "_toc.yml"):
             shutil.copy2(root / name, stage / name)
+    if (root / "_static").is_dir():  # reader.css: wide equations and tables scroll on a phone
+        shutil.copytree(root / "_static", stage / "_static")
 
     env_vars = page_environment(root)
     os.environ.update(env_vars)
