@@ -90,7 +90,7 @@ def _share(path: Path) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 
-_held: dict[str, tuple[int, int]] = {}  # folder -> (file descriptor, depth): the locks this process holds
+_held: set[str] = set()  # the folders this process holds the lock of (a nested call holds it already)
 
 
 @contextlib.contextmanager
@@ -100,12 +100,7 @@ def locked(folder: Path):
     folder = Path(folder)
     name = str(folder.resolve())
     if name in _held:
-        fd, depth = _held[name]
-        _held[name] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            _held[name] = (fd, _held[name][1] - 1)
+        yield
         return
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o666 & ~_umask())
@@ -115,11 +110,11 @@ def locked(folder: Path):
         except BlockingIOError:
             print(f"[collapse] waiting for another run writing {folder} ...", file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        _held[name] = (fd, 1)
+        _held.add(name)
         _clean_leftovers(folder)
         yield
     finally:
-        _held.pop(name, None)
+        _held.discard(name)
         os.close(fd)  # releases the lock
 
 
