@@ -71,6 +71,16 @@ def test_records_round_trip_and_go_stale_when_the_profile_changes(tmp_path, monk
     assert "No recorded `paper` run" in note and "run this" in note
 
 
+def test_a_record_made_before_the_named_streams_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLAPSE_RECORDED_DIR", str(tmp_path))
+    args = {"profile": "ci", "seed": 1, "dataset": "mnist"}
+    record = records.new(vae_experiment.chapter_config(**args), args, regimes={})
+    del record["streams"]  # as in the records made before collapse.runner.stream_key
+    records.write(records.path("vae", "ci", "mnist", 1), record)
+    _, note = records.status("vae", "ci", "mnist", vae_experiment.chapter_config, "make it")
+    assert "seeds [1]" in note and "earlier derivation" in note and "make it" in note
+
+
 def test_a_record_path_that_cannot_be_written_fails_before_any_work(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises((ValueError, OSError)):

@@ -175,3 +175,18 @@ def test_results_store_is_keyed_by_config(tmp_path):
     c = store.cached("exp", "1", Regime("mix", 0.2), lambda: compute(3))
     d = store.cached("exp", "2", Regime("mix", 0.1), lambda: compute(4))
     assert calls == [1, 3, 4] and a["x"][0] == b["x"][0] == 1 and c["x"][0] == 3 and d["x"][0] == 4
+
+
+def test_named_streams_are_distinct_and_never_a_chain_or_generation_key():
+    seeds = range(3)
+    named = {(s, n): runner.stream_key(s, n) for s in seeds for n in runner.STREAMS}
+    indexed = [runner.generation_key(s, i) for s in seeds for i in range(64)]
+    indexed += [jax.random.key(s) for s in seeds]  # the roots the indexed streams fold into
+    words = [tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in [*named.values(), *indexed]]
+    assert len(set(words)) == len(words)
+    # the same name and seed give the same key (a stream is a function of both only)
+    again = runner.stream_key(2, "lm/init")
+    assert np.array_equal(jax.random.key_data(again), jax.random.key_data(named[2, "lm/init"]))
+    assert runner.stream_rng(2, "lm/init").integers(2**31) == runner.stream_rng(2, "lm/init").integers(2**31)
+    with pytest.raises(ValueError, match="unknown random stream 'vae/analyis'"):
+        runner.stream_key(0, "vae/analyis")

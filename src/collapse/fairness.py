@@ -37,7 +37,7 @@ from . import classifier
 from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_positive, check_seed, check_unit_interval
 from .mnist import ChapterData, Images
-from .runner import StatsModel, simulate
+from .runner import StatsModel, simulate, stream_rng
 from .store import ResultsStore, array_digest
 
 VERSION = "1"
@@ -124,7 +124,7 @@ def population_rows(labels: np.ndarray, minority_classes, minority_share: float,
             f"minority_share={minority_share:g} needs {n_minority} minority images next to {len(majority)} majority ones; "
             f"the data has {len(minority)}"
         )
-    rng = np.random.default_rng([seed, 0xFA1])
+    rng = stream_rng(seed, "fairness/population")
     return np.sort(np.concatenate([majority, rng.choice(minority, n_minority, replace=False)]))
 
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Regime, check_int, check_positive, check_seed
-from .runner import StatsModel, simulate
+from .runner import StatsModel, simulate, stream_key
 
 
 class Design(NamedTuple):
@@ -76,7 +76,7 @@ class RegressionConfig:
 
 def make_design(config: RegressionConfig) -> Design:
     """Gaussian inputs and weights, drawn once from the seed (independently of the chains)."""
-    key_x, key_w = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1))
+    key_x, key_w = jax.random.split(stream_key(config.seed, "regression/design"))
     X = jax.random.normal(key_x, (config.n_samples, config.dim))
     return Design(X, jax.random.normal(key_w, (config.dim,)), float(config.sigma))
 

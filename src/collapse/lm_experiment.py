@@ -27,7 +27,7 @@ from . import decoding, lm, opt, records, text
 from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_seed, to_dict
 from .paths import results_dir
-from .runner import generation_zero_dir, require_finished, run_generations
+from .runner import generation_zero_dir, require_finished, run_generations, stream_key
 from .store import ResultsStore, RunDir, array_digest
 
 VERSION = "1"  # of the runs: bump when training or generation changes
@@ -101,7 +101,7 @@ def initial_params(config: LMRun) -> opt.OPTParams:
         if model != dataclasses.replace(config.model, dropout=model.dropout):
             raise ValueError(f"the run's model {config.model} is not OPT-125m's {model}")
         return params
-    return opt.init(config.model, jax.random.fold_in(jax.random.key(config.seed), 10**6))
+    return opt.init(config.model, stream_key(config.seed, "lm/init"))
 
 
 def data_digest(config: LMRun, data: LMData) -> str:

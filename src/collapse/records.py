@@ -10,7 +10,9 @@ A record is a JSON object with at least:
 
 * ``args``: the arguments ``chapter_config`` was called with (profile, seed, options);
 * ``chapter``: ``to_dict`` of the chapter config it ran, to compare with today's;
-* ``environment``: device, JAX version, date and commit.
+* ``environment``: device, JAX version, date and commit;
+* ``streams``: the :data:`~collapse.runner.STREAMS_VERSION` it drew its randomness with
+  (absent in records made before the named streams).
 
 The rest (regimes, settings, …) is the experiment's own summary.
 """
@@ -25,6 +27,7 @@ from typing import Callable
 
 from .config import to_dict
 from .paths import recorded_dir
+from .runner import STREAMS_VERSION
 from .store import atomic_write
 
 
@@ -59,7 +62,8 @@ def environment() -> dict[str, str]:
 
 def new(chapter, args: dict, **summary) -> dict:
     """A record of ``chapter`` (made by ``chapter_config(**args)``), its environment and ``summary``."""
-    return {"args": dict(args), "chapter": to_dict(chapter), "environment": environment(), **summary}
+    return {"args": dict(args), "chapter": to_dict(chapter), "environment": environment(), "streams": STREAMS_VERSION,
+            **summary}
 
 
 def check_writable(target: Path) -> None:
@@ -90,4 +94,10 @@ def status(experiment: str, profile: str, dataset: str, chapter_config: Callable
     if stale:
         return found, (f"```{{warning}}\nThe records of seeds {stale} were made with `{profile}` sizes that differ from "
                        f"today's `chapter_config`: make them again with `{command}`.\n```")
+    older = [s for s, r in found.items() if r.get("streams", 0) != STREAMS_VERSION]
+    if older:
+        return found, (f"```{{note}}\nThe records of seeds {older} were made with an earlier derivation of the book's "
+                       f"random streams (before `collapse.runner.stream_key`): the same procedure and sizes, other "
+                       f"random draws. Made again with `{command}`, their numbers move within their seed-to-seed "
+                       f"spread.\n```")
     return found, None

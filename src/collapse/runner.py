@@ -12,12 +12,38 @@ Two drivers share that definition:
 * :func:`run_generations` for neural models: a Python loop over generations whose
   artifacts go to a :class:`~collapse.store.RunDir`, so an interrupted run resumes at
   the last finished generation with identical results.
+
+Random streams. A run's randomness derives from its integer seed alone, along two kinds of
+path that never meet:
+
+* indexed streams: chain ``i``'s key is ``fold_in(key(seed), i)`` (:func:`chain_keys`) and a
+  neural run's generation ``n`` has ``fold_in(key(seed), n)`` (:func:`generation_key`);
+* named streams, for draws that are not a chain or a generation (:func:`stream_key`): the
+  root is a key made from a SHA-256 of the stream's name, with its top bit set so it is never
+  ``key(s)`` for a seed ``s < 2**32``, and the seed is folded into it.
+
+The named streams (the names are part of the results: renaming one changes its numbers):
+
+=====================  ===============================================================
+``vae/analysis``       :func:`collapse.vae_experiment.analyse`: the decoded latent grid,
+                       the ELBO draws that score each generation and those that choose
+                       the tail
+``vae/classifier``     :func:`collapse.vae_experiment.train_classifier`: the label
+                       classifier's initial weights and batches
+``lm/init``            :func:`collapse.lm_experiment.initial_params`: a from-scratch
+                       language model's initial weights
+``regression/design``  :func:`collapse.linear_regression.make_design`: the fixed inputs
+                       and the true weights
+``fairness/population``  :func:`collapse.fairness.population_rows`: which minority
+                       images the population keeps (NumPy, via :func:`stream_rng`)
+=====================  ===============================================================
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -30,6 +56,32 @@ from .sharding import round_to_devices, shard_leading_axis
 from .store import DamagedEntry, locked
 
 PyTree = Any
+
+#: Every named random stream (see the module notes); :func:`stream_key` accepts no other name.
+STREAMS = ("vae/analysis", "vae/classifier", "lm/init", "regression/design", "fairness/population")
+
+#: Bumped when the derivation of the streams changes, so records made before say so.
+STREAMS_VERSION = 1
+
+
+def stream_key(seed: int, name: str) -> jax.Array:
+    """The key of the named stream ``name`` of run ``seed``: ``fold_in(root(name), seed)``.
+
+    ``root(name)`` is a threefry key whose two words are the first eight bytes of
+    SHA-256(name) with the top bit set; ``key(seed)`` is ``[0, seed]`` for every valid seed,
+    so no named stream shares a root with the chains and generations of any seed.
+    """
+    if name not in STREAMS:
+        raise ValueError(f"unknown random stream {name!r}; the streams are {STREAMS}")
+    words = np.frombuffer(hashlib.sha256(name.encode()).digest()[:8], dtype=">u4").astype(np.uint32)
+    words[0] |= np.uint32(1 << 31)
+    root = jax.random.wrap_key_data(jnp.asarray(words), impl="threefry2x32")
+    return jax.random.fold_in(root, seed)
+
+
+def stream_rng(seed: int, name: str) -> np.random.Generator:
+    """A NumPy generator for the named stream: seeded by the words of :func:`stream_key`."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(stream_key(seed, name))).ravel().tolist())
 
 
 class StatsModel(NamedTuple):

@@ -24,7 +24,7 @@ from . import classifier, records, vae
 from .config import Regime, check_choice, check_int, check_seed, check_unit_interval
 from .chapter import check_chapter, executed_note
 from .mnist import ChapterData, Images, load_data
-from .runner import generation_zero_dir, require_finished, run_generations
+from .runner import generation_zero_dir, require_finished, run_generations, stream_key
 from .store import ResultsStore, RunDir, array_digest
 
 VERSION = "1"
@@ -136,7 +136,7 @@ def train_classifier(config: classifier.ClassifierConfig, real: Images, seed: in
     key = {"dataset": real.dataset, "data": array_digest(real.images, real.labels), "config": config, "seed": seed}
 
     def compute():
-        params = classifier.train(config, jax.random.key(seed), real.images, real.labels, len(real.classes))
+        params = classifier.train(config, stream_key(seed, "vae/classifier"), real.images, real.labels, len(real.classes))
         return {f"{i}{name}": np.asarray(a) for i, layer in enumerate(params) for name, a in zip("wb", layer)}
 
     arrays = store.cached("classifier", VERSION, key, compute)
@@ -169,7 +169,7 @@ def analyse(
         require_finished(run_dir, config.n_generations)
         records = [run_dir.load_generation(n) for n in range(config.n_generations + 1)]
         encoder0 = records[0]["params"]
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 10**6), 3)
+        keys = jax.random.split(stream_key(config.seed, "vae/analysis"), 3)
         z_grid = jax.random.normal(keys[0], (instruments.n_grid, config.model.latent_dim))
         out = {k: [] for k in ("latents", "class_counts", "test_nelbo", "grid", "pixel_variance", "nn_distance", "train_loss")}
         for record in records:
