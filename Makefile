@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.installed-torch
 PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: book test install benchmarks lock clean
+.PHONY: book pdf test install benchmarks lock clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ BOOK_FLAGS ?=
 book: $(STAMP)
 	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) $(BOOK_FLAGS)
 	@echo "Open _build/html/index.html; figures are in _build/figures/"
+
+## The book (executed as by `make book`; stored results are reused) and, from the same pages, one PDF:
+## _build/latex/book.pdf. Needs TeX (the README says which packages); says so when it is missing.
+pdf: $(STAMP)
+	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) --pdf $(BOOK_FLAGS)
 
 # The numerical tests run a second time under another XLA CPU configuration: another
 # instruction set (x86-64 only) and two forced host devices. A test that holds only on one
@@ -56,12 +61,18 @@ test: $(TORCH_STAMP)
 	$(BIN)/python -m pytest
 	XLA_FLAGS="$(OTHER_XLA_FLAGS)" $(BIN)/python -m pytest -q -m "not slow and not forced_devices" $(NUMERICS_TESTS)
 
+## Every benchmark, each against its reference in the same process; their ratios go into one table,
+## _build/benchmarks.md, and into the README. About 15 minutes on 2 cores.
+BENCHMARK_LOG := _build/benchmarks.jsonl
 benchmarks: $(TORCH_STAMP)
-	$(BIN)/python benchmarks/gaussian.py
-	$(BIN)/python benchmarks/markov.py
-	$(BIN)/python benchmarks/vae.py
-	$(BIN)/python benchmarks/lm.py
-	$(BIN)/python benchmarks/avoiding.py
+	mkdir -p _build && rm -f $(BENCHMARK_LOG)
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/gaussian.py
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/markov.py
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/vae.py --capacity 64
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/vae.py --capacity 32
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/lm.py
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/avoiding.py
+	$(BIN)/python benchmarks/table.py $(BENCHMARK_LOG) --out _build/benchmarks.md --readme README.md
 
 ## Rewrite constraints.txt from the newest releases (in a scratch venv); then run make test and make book.
 lock:

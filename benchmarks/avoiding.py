@@ -27,7 +27,7 @@ import argparse
 
 import jax
 import numpy as np
-from timing import best_time
+from timing import best_time, record
 
 from collapse import fairness
 from collapse import linear_regression as lr
@@ -63,6 +63,8 @@ def regression(args) -> None:
     seconds = best_time(library, args.repeats)
     print(f"  collapse             {fits / seconds:12.4g} fits/s  ({seconds:.3f} s)   ratio vs numpy: "
           f"{reference / seconds:8.2f}x")
+    record("linear regression refits", f"{config.n_chains} chains, T={config.n_samples}, d={config.dim}",
+           fits / seconds, fits / reference, "fits/s", "NumPy")
 
 
 def torch_training(images_uint8: np.ndarray, labels: np.ndarray, run: fairness.FairnessRun, device: str):
@@ -118,6 +120,8 @@ def fairness_part(args) -> None:
     seconds = best_time(library, args.repeats)
     print(f"  collapse             {work / seconds:12.4g} images/s  ({seconds:.3f} s)   ratio vs pytorch: "
           f"{reference / seconds:8.2f}x")
+    record("fairness classifier training", f"{run.n_chains} chains, hidden {run.hidden}", work / seconds,
+           work / reference, "images/s", "PyTorch")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import argparse
 
 import jax
 import numpy as np
-from timing import best_time
+from timing import best_time, record
 
 from collapse import gaussian
 
@@ -60,6 +60,8 @@ def main() -> None:
             f"collapse sampler={sampler:<6}    {work / seconds:12.4g} samples/s  ({seconds:.3f} s)"
             f"   ratio vs numpy: {reference / seconds:8.2f}x"
         )
+        record("gaussian", f"sampler={sampler}, {args.chains} chains, M={args.samples}", work / seconds, work / reference,
+               "samples/s", "NumPy")
 
 
 if __name__ == "__main__":

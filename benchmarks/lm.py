@@ -27,7 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timing import best_time
+from timing import best_time, record
 
 from collapse import decoding, lm, opt
 
@@ -157,6 +157,10 @@ def main() -> None:
               f"transformers {100 * r['torch_mfu']:.1f} %")
         print(f"  beam search new tokens/s  library {r['jax_generate']:>8,.0f}   transformers {r['torch_generate']:>8,.0f}   "
               f"ratio {r['jax_generate'] / r['torch_generate']:.2f}x   ({args.prompts} prompts, 5 beams, 64 new tokens)")
+        record("lm training", f"{name}, batch {args.batch}x64", r["jax_train"], r["torch_train"], "tokens/s",
+               f"transformers on {device}", mfu=r["mfu"])
+        record("lm beam search", f"{name}, {args.prompts} prompts, 5 beams", r["jax_generate"], r["torch_generate"],
+               "new tokens/s", f"transformers on {device}")
     print(f"\n({time.perf_counter() - start:.0f} s)")
 
 

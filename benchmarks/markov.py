@@ -23,7 +23,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timing import best_time
+from timing import best_time, record
 
 from collapse import discrete, runner
 from collapse.config import Regime
@@ -75,6 +75,7 @@ def main() -> None:
             f"{K:>6} {M:>7,} {work / t_ref:>18.3g} {work / t_lib:>20.3g} {t_ref / t_lib:>6.2f}x"
             f"  {ref[:, -1].mean():.1f} / {ours[:, -1].mean():.1f}"
         )
+        record("markov", f"K={K}, M={M:,}, {args.chains} chains", work / t_lib, work / t_ref, "chain-generations/s", "NumPy")
 
 
 if __name__ == "__main__":

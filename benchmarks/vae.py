@@ -24,7 +24,7 @@ import argparse
 
 import jax
 import numpy as np
-from timing import best_time
+from timing import best_time, record
 
 from collapse import vae
 
@@ -136,6 +136,8 @@ def main() -> None:
     print(f"  PyTorch reference: {images / t_torch:10.0f} images/s")
     print(f"  collapse (JAX):    {images / t_jax:10.0f} images/s")
     print(f"  ratio library/reference: {t_torch / t_jax:.2f}x")
+    record("vae training", f"capacity {args.capacity}, batch {args.batch}", images / t_jax, images / t_torch, "images/s",
+           f"PyTorch on {torch_device}")
 
 
 if __name__ == "__main__":

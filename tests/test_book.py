@@ -78,3 +78,16 @@ def test_the_page_footer_gives_the_rerun_command_and_the_numbers(monkeypatch):
     assert "papermill /tmp/gaussian.ipynb /tmp/gaussian-out.ipynb -p profile ci -p seed 3" in text
     assert "| `worst_z` | 2.34568 |" in text and "| `n_chains` | 10,000 |" in text
     assert "{download}`the MyST source <_myst/gaussian.md>`" in text
+
+
+def test_make_pdf_names_the_missing_tex_before_executing_anything(monkeypatch, capsys):
+    from collapse import book
+
+    monkeypatch.setattr(book.shutil, "which", lambda name: None)  # no TeX on this PATH
+    monkeypatch.setattr(book, "build", lambda *a, **k: pytest.fail("pages were executed without TeX"))
+    assert book.missing_tex() == ["xelatex", "latexmk"]
+    with pytest.raises(SystemExit) as stop:
+        book.main(["--profile", "ci", "--pdf"])
+    assert stop.value.code == 2
+    said = capsys.readouterr().err
+    assert "xelatex, latexmk cannot be found" in said and "apt-get install texlive-xetex" in said

@@ -230,7 +230,7 @@ def _lock_build(build_dir: Path) -> None:
 
 
 def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: bool = True,
-          require_data: bool = False) -> int:
+          require_data: bool = False, pdf: bool = False) -> int:
     build_dir = root / "_build"
     _lock_build(build_dir)
     stage = build_dir / "stage"
@@ -307,7 +307,48 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     if missing:
         print(f"[book] {len(missing)} page(s) are notices instead of results; --require-data makes this an error",
               flush=True)
+    if pdf and status == 0:
+        status = build_pdf(stage, root)
     _build_locks.pop().close()
+    return status
+
+
+# What `make pdf` needs beside the Python packages: Sphinx's LaTeX through XeLaTeX and latexmk.
+TEX_PROGRAMS = ("xelatex", "latexmk")
+TEX_FILES = ("fncychap.sty", "tabulary.sty", "capt-of.sty", "needspace.sty", "FreeSerif.otf")
+TEX_PACKAGES_DEBIAN = ("texlive-xetex texlive-latex-extra texlive-fonts-recommended latexmk fonts-freefont-otf "
+                       "tex-gyre lmodern")
+TEX_PACKAGES_CONDA = "texlive-core latexmk (conda-forge), or a full TeX Live"
+
+
+def missing_tex() -> list[str]:
+    """The TeX programs and files ``make pdf`` needs and cannot find (empty when it can build)."""
+    missing = [p for p in TEX_PROGRAMS if shutil.which(p) is None]
+    if missing or shutil.which("kpsewhich") is None:
+        return missing or ["kpsewhich"]
+    for name in TEX_FILES:
+        found = subprocess.run(["kpsewhich", name], capture_output=True, text=True).stdout.strip()
+        if not found and name.endswith(".otf"):
+            found = subprocess.run(["fc-list", f":file={name}"], capture_output=True, text=True).stdout.strip() \
+                if shutil.which("fc-list") else ""
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def build_pdf(stage: Path, root: Path) -> int:
+    """The whole book as one PDF through Jupyter Book's LaTeX builder: ``_build/latex/book.pdf``.
+
+    Runs on the stage the HTML was built from, so both show the same executed pages.
+    """
+    command = ["jupyter-book", "build", str(stage), "--path-output", str(root), "--builder", "pdflatex"]
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command[0] = str(jupyter_book) if jupyter_book.exists() else command[0]
+    print("[book] " + " ".join(command), flush=True)
+    status = subprocess.call(command)
+    pdf = root / "_build" / "latex" / "book.pdf"
+    if status == 0 and pdf.is_file():
+        print(f"[book] PDF: {pdf}", flush=True)
     return status
 
 
@@ -320,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
     parser.add_argument("--require-data", action="store_true",
                         help="fail when a page cannot run for a missing data set (default: show a notice, build the rest)")
+    parser.add_argument("--pdf", action="store_true", help="also build the whole book as _build/latex/book.pdf (needs TeX)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.seed < 0 or args.seed >= 2**32:
@@ -328,9 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in args.pages or [] if p not in known]
     if unknown:
         parser.error(f"--pages {' '.join(unknown)}: not pages of {root / '_toc.yml'}; choose from {' '.join(known)}")
+    if args.pdf and missing_tex():
+        parser.error(f"--pdf needs TeX, and {', '.join(missing_tex())} cannot be found. On Debian or Ubuntu: "
+                     f"apt-get install {TEX_PACKAGES_DEBIAN}; with conda: {TEX_PACKAGES_CONDA}")
     _own_children()
     try:
-        return build(root, args.profile, args.seed, args.pages, strict=not args.no_strict, require_data=args.require_data)
+        return build(root, args.profile, args.seed, args.pages, strict=not args.no_strict, require_data=args.require_data,
+                     pdf=args.pdf)
     except BuildInProgress as error:
         print(f"[book] {error}", file=sys.stderr)
         return 2

@@ -33,7 +33,18 @@ STYLE = {
 
 
 def use_style() -> None:
+    """The book's style; in a notebook, figures are also kept as PDF (vector) for ``make pdf``.
+
+    The HTML shows each figure's PNG; the LaTeX builder prefers the PDF of the same output.
+    """
     mpl.rcParams.update(STYLE)
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("png", "pdf")
 
 
 def save_figure(fig: plt.Figure, chapter: str, label: str) -> None:
