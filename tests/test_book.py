@@ -91,3 +91,16 @@ def test_make_pdf_names_the_missing_tex_before_executing_anything(monkeypatch, c
     assert stop.value.code == 2
     said = capsys.readouterr().err
     assert "xelatex, latexmk cannot be found" in said and "apt-get install texlive-xetex" in said
+
+
+def test_figures_get_their_caption_as_alt_text():
+    from docutils import nodes
+
+    from collapse import book
+
+    doctree = nodes.document(None, None)
+    figure = nodes.figure("", nodes.image(uri="a.png"), nodes.caption("", "Variance  goes\nto zero."))
+    kept = nodes.figure("", nodes.image(uri="b.png", alt="written by hand"), nodes.caption("", "Other."))
+    doctree += [figure, kept]
+    book._alt_text_from_captions(None, doctree, "chapters/gaussian")
+    assert figure[0]["alt"] == "Variance goes to zero." and kept[0]["alt"] == "written by hand"

@@ -404,11 +404,27 @@ def _copy_mathjax(app, exception) -> None:
         shutil.copy2(_mathjax_source(), target)
 
 
+def _alt_text_from_captions(app, doctree, docname) -> None:
+    """Give every figure's image without alt text its caption as alt text (screen readers,
+    and the text shown where an image cannot load)."""
+    from docutils import nodes
+
+    for figure in doctree.findall(nodes.figure):
+        captions = list(figure.findall(nodes.caption))
+        if not captions:
+            continue
+        text = " ".join(captions[0].astext().split())
+        for image in figure.findall(nodes.image):
+            if not image.get("alt"):
+                image["alt"] = text
+
+
 def setup(app):
     if not _mathjax_source().is_file():
         raise RuntimeError("MathJax files not found: pip install django-static-mathjax (the 'book' extra)")
     app.connect("config-inited", _use_local_mathjax, priority=900)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("doctree-resolved", _alt_text_from_captions)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
