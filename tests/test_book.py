@@ -18,6 +18,7 @@ PROVENANCE = {"profile": "ci", "seed": 3, "commit": "0123456789abcdef", "version
     ("417", 417.3, True), ("418", 417.3, False),  # :.0f
     ("12.5%", 12.46, True), ("12.5%", 0.1246, True), ("12.5%", 0.13, False),
     ("10,000", "10,000", True), ("mnist", "fashion-mnist", False),  # glued text
+    ("the authors\u2019 runs", "the authors' runs", True), ("the author\u2019s runs", "the authors' runs", False),
 ])
 def test_a_shown_number_agrees_with_its_value_rounded(shown, value, ok):
     assert numbers.agrees(shown, value) is ok
@@ -101,6 +102,27 @@ def test_figures_get_their_caption_as_alt_text():
     doctree = nodes.document(None, None)
     figure = nodes.figure("", nodes.image(uri="a.png"), nodes.caption("", "Variance  goes\nto zero."))
     kept = nodes.figure("", nodes.image(uri="b.png", alt="written by hand"), nodes.caption("", "Other."))
-    doctree += [figure, kept]
+    named = nodes.figure("", nodes.image(uri="_build/c/1f3a.png", alt="../_images/1f3a.png"), nodes.caption("", "Named."))
+    doctree += [figure, kept, named]
     book._alt_text_from_captions(None, doctree, "chapters/gaussian")
     assert figure[0]["alt"] == "Variance goes to zero." and kept[0]["alt"] == "written by hand"
+    assert named[0]["alt"] == "Named."  # myst-nb's file-name alt text is replaced
+
+
+def test_the_intro_table_is_made_from_the_toc_and_each_chapters_front_matter(tmp_path):
+    from pathlib import Path
+
+    from collapse import book
+
+    root = Path(__file__).resolve().parents[1]
+    table = book.chapter_table(root)
+    chapters = [p for p in book.toc_pages(root) if p.startswith("chapters/")]
+    assert len(chapters) >= 6 and [line.split("`")[1] for line in table.splitlines()[2:]] == chapters
+    intro = book.with_chapter_table((root / "intro.md").read_text(), root)
+    assert book.CHAPTER_TABLE_MARKER not in intro and "{doc}`chapters/fairness` |" in intro
+    # A chapter without its two lines fails the build, naming the file.
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/new\n")
+    (tmp_path / "chapters" / "new.md").write_text("---\nkernelspec:\n  name: python3\nbook:\n  model: a model\n---\n# New\n")
+    with pytest.raises(ValueError, match=r"new.md: its front matter needs book.shows"):
+        book.chapter_table(tmp_path)

@@ -244,3 +244,55 @@ def test_chapter_data_says_when_it_is_not_the_published_data(tmp_path):
     assert "do not match the published checksums" in fixture.notice
     fallback = vae_experiment.load_data("fashion-mnist", 20, root=tmp_path / "data", allow_download=False)
     assert fallback.train.dataset == "sklearn-digits" and "not comparable" in fallback.notice
+
+
+def test_the_notebooks_latent_spread_pools_coordinates_and_is_compared_at_the_same_generations():
+    from collapse import vae_experiment as ve
+
+    rng = np.random.default_rng(0)
+    # Two coordinates with means 0 and 2: the pooled spread counts the gap, σ̄ does not.
+    latents = rng.normal(size=(6, 500, 2)) * 0.1 + np.array([0.0, 2.0])
+    pooled = ve.pooled_latent_spread(latents)
+    assert pooled.shape == (6,) and np.all(np.abs(pooled - np.sqrt(1.0 + 0.01)) < 0.05)  # sd of {0, 2} is 1
+    np.testing.assert_allclose(pooled, latents[:, :100].reshape(6, -1).std(1))
+    with pytest.raises(ValueError, match="takes 100 images"):
+        ve.pooled_latent_spread(latents[:, :50])
+    # The authors' five runs fall from generation 1 to 5 by 0.620-0.667 (the issue's range).
+    inside = ve.paper_spread_comparison(np.array([1.0, 0.70, 0.6, 0.55, 0.5, 0.70 * 0.64]))
+    assert inside["low"] == pytest.approx(0.620, abs=1e-3) and inside["high"] == pytest.approx(0.667, abs=1e-3)
+    assert inside["ratio"] == pytest.approx(0.64) and inside["verdict"].startswith("within")
+    # Power: a planted fall outside the range is reported as such, and generation 0 is never used.
+    assert ve.paper_spread_comparison(np.array([9.0, 0.7, 0.6, 0.5, 0.4, 0.7 * 0.5]))["verdict"].startswith("a faster")
+    assert ve.paper_spread_comparison(np.array([0.1, 0.7, 0.6, 0.5, 0.4, 0.7 * 0.9]))["verdict"].startswith("a slower")
+    assert ve.paper_spread_comparison(np.ones(5))["ratio"] is None
+
+
+def test_tail_verdicts_say_no_more_than_the_numbers():
+    from collapse import vae_experiment as ve
+
+    assert ve.tail_versus_head(np.array([5.0, 7.0]), np.array([3.0, 6.0])).startswith("the tail lost more")
+    assert "every seed" in ve.tail_versus_head(np.array([5.0, 7.0]), np.array([3.0, 6.0]))
+    assert ve.tail_versus_head(2.0, 3.0) == "the tail lost fewer nats per image than the head in this run"
+    assert ve.tail_versus_head(np.array([5.0, 1.0]), np.array([3.0, 6.0])).startswith("the seeds do not agree")
+
+
+def test_least_likely_shares_are_ranks_and_find_forgotten_classes():
+    from collapse import vae_experiment as ve
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(10), 100)
+    nelbo0 = rng.normal(100, 5, 1000)
+    # The last generation forgets the classes by degrees: class k's real images lose k nats more.
+    nelbo1 = nelbo0 + 20 + 1.0 * labels
+    shares = ve.least_likely_class_shares(np.stack([nelbo0, nelbo1]), labels, 10, fraction=0.1)
+    np.testing.assert_allclose(shares.sum(1), 1.0)
+    assert shares[1, 9] > 0.25 and shares[1, :5].sum() < 0.15
+    # A shift of every score leaves the ranks alone (scale-free).
+    np.testing.assert_array_equal(ve.least_likely_class_shares(np.stack([nelbo0, nelbo0 + 50]), labels, 10), shares[[0, 0]])
+    # Drawn less in proportion, the classes are reported as forgotten (power) ...
+    drawn = np.array([np.full(10, 100), 100 + 10 * (4.5 - np.arange(10))])
+    found = ve.forgotten_classes(shares, drawn)
+    assert found["rho"] < -0.7 and found["verdict"].startswith("the classes the generations drew less")
+    # ... and a least-likely set unrelated to what is drawn is not.
+    unrelated = ve.least_likely_class_shares(np.stack([nelbo0, nelbo0 + rng.normal(0, 5, 1000)]), labels, 10)
+    assert ve.forgotten_classes(unrelated, drawn)["verdict"].startswith("no clear relation")

@@ -73,6 +73,41 @@ def toc_pages(root: Path) -> list[str]:
     return pages
 
 
+CHAPTER_TABLE_MARKER = "<!-- chapter table:"
+
+
+def front_matter(path: Path) -> dict:
+    """The YAML front matter of a MyST page ({} when it has none)."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        return {}
+    return yaml.safe_load(text[4 : text.index("\n---", 4)]) or {}
+
+
+def chapter_table(root: Path) -> str:
+    """The intro's table of chapters: every page of ``_toc.yml`` under ``chapters/``, in order,
+    with the ``book.model`` and ``book.shows`` of its own front matter (so it cannot go stale)."""
+    rows = ["| Chapter | Model | What it shows |", "|---|---|---|"]
+    for page in toc_pages(root):
+        source = root / f"{page}.md"
+        if not page.startswith("chapters/"):
+            continue
+        about = front_matter(source).get("book") or {}
+        missing = [key for key in ("model", "shows") if not about.get(key)]
+        if missing:
+            raise ValueError(f"{source}: its front matter needs book.{' and book.'.join(missing)} for the intro's table")
+        rows.append(f"| {{doc}}`{page}` | {about['model']} | {about['shows']} |")
+    return "\n".join(rows)
+
+
+def with_chapter_table(text: str, root: Path) -> str:
+    """``text`` with its chapter-table marker line (if any) replaced by :func:`chapter_table`."""
+    lines = text.split("\n")
+    return "\n".join(chapter_table(root) if line.startswith(CHAPTER_TABLE_MARKER) else line for line in lines)
+
+
 def execute_page(source: Path, target: Path, parameters: dict, cwd: Path) -> float:
     """Execute one MyST notebook through papermill; return seconds taken."""
     import jupytext
@@ -255,7 +290,7 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
         target = stage / f"{page}.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not is_notebook(source):
-            shutil.copy2(source, target)
+            target.write_text(with_chapter_table(source.read_text(encoding="utf-8"), root), encoding="utf-8")
             continue
         if page not in selected:
             continue
@@ -404,6 +439,9 @@ def _copy_mathjax(app, exception) -> None:
         shutil.copy2(_mathjax_source(), target)
 
 
+IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".pdf")
+
+
 def _alt_text_from_captions(app, doctree, docname) -> None:
     """Give every figure's image without alt text its caption as alt text (screen readers,
     and the text shown where an image cannot load)."""
@@ -415,7 +453,9 @@ def _alt_text_from_captions(app, doctree, docname) -> None:
             continue
         text = " ".join(captions[0].astext().split())
         for image in figure.findall(nodes.image):
-            if not image.get("alt"):
+            alt = image.get("alt", "")
+            # myst-nb writes the image's file name as its alt text; that says nothing to a reader
+            if not alt or alt == image.get("uri") or alt.lower().endswith(IMAGE_SUFFIXES):
                 image["alt"] = text
 
 

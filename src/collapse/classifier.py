@@ -89,6 +89,11 @@ def train(config: ClassifierConfig, key, images_uint8: np.ndarray, labels: np.nd
 _jit_logits = jax.jit(logits)
 
 
+def confidence(params: list[Layer], images_uint8: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """The probability the classifier gives its most likely class, for every image."""
+    return map_batches(lambda b, x: jnp.max(jax.nn.softmax(_jit_logits(params, x), -1), -1), images_uint8, batch)
+
+
 def predict(params: list[Layer], images_uint8: np.ndarray, batch: int = 4096) -> np.ndarray:
     """The most likely class of every image."""
     return map_batches(lambda b, x: jnp.argmax(_jit_logits(params, x), -1), images_uint8, batch)

@@ -120,10 +120,14 @@ def _decimals(text: str) -> int:
     return len(mantissa.split(".")[1]) if "." in mantissa else 0
 
 
+_STRAIGHT_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+
+
 def agrees(shown: str, value: Any) -> bool:
     """Whether a number as the page shows it (``:.2f``, ``:,``, ``:.3g``, a percentage) is ``value`` rounded."""
-    if isinstance(value, str):
-        return shown.strip() == value.strip()
+    if isinstance(value, str):  # the renderer curls quotes ("authors'" shows as "authors’")
+        straight = lambda text: text.strip().translate(_STRAIGHT_QUOTES)  # noqa: E731
+        return straight(shown) == straight(value)
     number = _as_number(shown)
     if number is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

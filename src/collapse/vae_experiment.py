@@ -143,6 +143,11 @@ def train_classifier(config: classifier.ClassifierConfig, real: Images, seed: in
     return [classifier.Layer(jnp.asarray(arrays[f"{i}w"]), jnp.asarray(arrays[f"{i}b"])) for i in range(len(arrays) // 2)]
 
 
+# A sample counts as a recognisable image of its class when the real-data classifier gives
+# that class more than this probability (compared with the same share for real test images).
+CONFIDENT = 0.9
+
+
 def analyse(
     config: VAERun,
     instruments: Instruments,
@@ -156,7 +161,9 @@ def analyse(
 
     Returns arrays over generations ``G = n_generations + 1``: ``latent_sigma`` (G,),
     ``latents`` (G × n × L, generation-0 encoder means of each generation's samples),
-    ``class_counts`` (G × classes), ``test_nelbo`` (G × test images), ``tail`` (mask of
+    ``class_counts`` (G × classes), ``confident_share`` (G,: share of samples the classifier
+    labels with probability > ``CONFIDENT``; ``real_confident_share`` for real test images),
+    ``test_nelbo`` (G × test images), ``tail`` (mask of
     test images), ``grid`` (G × n_grid × H × W), ``pixel_variance`` and ``nn_distance``
     (G,), ``train_loss`` (G × epochs).
     """
@@ -171,12 +178,14 @@ def analyse(
         encoder0 = records[0]["params"]
         keys = jax.random.split(stream_key(config.seed, "vae/analysis"), 3)
         z_grid = jax.random.normal(keys[0], (instruments.n_grid, config.model.latent_dim))
-        out = {k: [] for k in ("latents", "class_counts", "test_nelbo", "grid", "pixel_variance", "nn_distance", "train_loss")}
+        out = {k: [] for k in ("latents", "class_counts", "confident_share", "test_nelbo", "grid", "pixel_variance",
+                               "nn_distance", "train_loss")}
         for record in records:
             samples = record["samples"]
             out["latents"].append(vae.encode_means(encoder0, samples[: instruments.n_latent_samples]))
             labels = classifier.predict(label_params, samples)
             out["class_counts"].append(np.bincount(labels, minlength=len(real_test.classes)))
+            out["confident_share"].append(np.mean(classifier.confidence(label_params, samples) > CONFIDENT))
             out["test_nelbo"].append(vae.negative_elbos(record["params"], keys[1], real_test.images, instruments.elbo_draws))
             out["grid"].append(vae.decode_images(record["params"], z_grid, config.model.image_shape))
             for name, value in diversity(samples, instruments.n_diversity).items():
@@ -191,6 +200,7 @@ def analyse(
         result["tail"] = nelbo0 >= np.quantile(nelbo0, 1.0 - instruments.tail_fraction)
         real = diversity(real_test.images, instruments.n_diversity)
         result["real_pixel_variance"], result["real_nn_distance"] = real["pixel_variance"], real["nn_distance"]
+        result["real_confident_share"] = np.mean(classifier.confidence(label_params, real_test.images) > CONFIDENT)
         result["real_latent_sigma"] = vae.encode_means(encoder0, real_test.images[: instruments.n_latent_samples]).std(0).mean()
         return result
 
@@ -293,6 +303,8 @@ def summarise(analysis: dict[str, np.ndarray]) -> dict[str, list | float]:
         "real_latent_sigma": float(analysis["real_latent_sigma"]),
         "class_counts": [[int(c) for c in row] for row in analysis["class_counts"]],
         "label_entropy": [class_entropy(c) for c in analysis["class_counts"]],
+        "confident_share": floats(analysis["confident_share"]),
+        "real_confident_share": float(analysis["real_confident_share"]),
         "tail_nelbo": floats(nelbo[:, tail].mean(axis=1)),
         "head_nelbo": floats(nelbo[:, ~tail].mean(axis=1)),
         "pixel_variance": floats(analysis["pixel_variance"]),
@@ -300,7 +312,129 @@ def summarise(analysis: dict[str, np.ndarray]) -> dict[str, list | float]:
         "real_pixel_variance": float(analysis["real_pixel_variance"]),
         "real_nn_distance": float(analysis["real_nn_distance"]),
         "final_train_loss": floats(np.asarray(analysis["train_loss"])[:, -1]),
+        # the authors' statistic, when the analysis kept the 100 images it takes
+        **({"latent_spread_pooled": floats(pooled_latent_spread(analysis["latents"]))}
+           if np.shape(analysis["latents"])[1] >= PAPER_SPREAD_IMAGES else {}),
     }
+
+
+# --------------------------------------------------------------------------- tail and head
+
+
+def tail_versus_head(tail_change_S, head_change_S) -> str:
+    """What the change of mean −ELBO (nats, generation 0 to the last) of the real tail and
+    head says, over one or more seeds, no more strongly than the numbers do.
+
+    Nats are per image: an image with more ink carries more nats, and the tail holds such
+    images, so more nats lost is not by itself "forgotten first"; percentages of the
+    starting level are no better (they depend on where each part started). The verdict
+    says only which part lost more likelihood.
+    """
+    tail, head = np.atleast_1d(tail_change_S), np.atleast_1d(head_change_S)
+    every = "in every seed" if len(tail) > 1 else "in this run"
+    if np.all(tail > head):
+        return f"the tail lost more nats per image than the head {every}"
+    if np.all(tail < head):
+        return f"the tail lost fewer nats per image than the head {every}"
+    return "the seeds do not agree on whether the tail or the head lost more nats per image"
+
+
+def least_likely_class_shares(test_nelbo_GxN: np.ndarray, labels_N: np.ndarray, n_classes: int,
+                              fraction: float = 0.1) -> np.ndarray:
+    """Per generation, the share of each class among the ``fraction`` of real test images that
+    generation finds least likely (highest −ELBO): ``G × classes``, rows summing to 1.
+
+    A rank within each generation, so it does not depend on the scale of the −ELBO.
+    """
+    nelbo = np.asarray(test_nelbo_GxN)
+    k = max(1, int(round(fraction * nelbo.shape[1])))
+    worst = np.argsort(-nelbo, axis=1, kind="stable")[:, :k]
+    return np.stack([np.bincount(labels_N[w], minlength=n_classes) / k for w in worst])
+
+
+def forgotten_classes(least_likely_GxC: np.ndarray, sample_counts_GxC: np.ndarray, alpha: float = 0.05) -> dict:
+    """Are the real images a late generation finds least likely those of the classes it stopped drawing?
+
+    Across classes, the Spearman correlation between the change (generation 0 to the last)
+    of each class's share of the generation's own samples and the change of its share among
+    the least likely real test images. Forgetting a class predicts a negative correlation.
+    Returns ``rho``, ``p`` (two-sided) and a verdict computed from them at level ``alpha``.
+    """
+    from scipy import stats
+
+    samples = np.asarray(sample_counts_GxC, float)
+    sample_share = samples / samples.sum(1, keepdims=True)
+    drawn = sample_share[-1] - sample_share[0]
+    least = least_likely_GxC[-1] - least_likely_GxC[0]
+    rho, p = stats.spearmanr(drawn, least)
+    rho, p = float(rho), float(p)
+    if not np.isfinite(rho):
+        verdict = "the shares did not change, so there is nothing to relate"
+    elif p < alpha and rho < 0:
+        verdict = ("the classes the generations drew less of became more common among the real images the last "
+                   "generation finds least likely")
+    elif p < alpha:
+        verdict = ("the classes the generations drew *more* of became more common among the least likely real "
+                   "images, the opposite of forgetting them")
+    else:
+        verdict = (f"no clear relation between the classes drawn less and the least likely real images "
+                   f"(p = {p:.2g} ≥ {alpha:g})")
+    return {"rho": rho, "p": p, "verdict": verdict, "drawn_change": drawn, "least_likely_change": least}
+
+
+# --------------------------------------------------------------------------- the authors' latent spread
+
+# Source: the authors' released notebook (Zakahler/curse_recurse, VAE_experiments.ipynb).
+# * cell 14 (commented out) keeps ``mu_sig``: (mean, std) of the latents for five runs;
+#   these are the stds.
+# * cell 9: entry i is ``vae_gen`` of loop iteration i, trained on images decoded by the
+#   previous model (``vae_init``, trained on MNIST, for i = 0), so entry i is generation i + 1
+#   in this book's numbering, where generation 0 is fitted to real data.
+# * cells 9 and 13: the statistic is ``np.std`` of the generation-0 encoder's means of 100
+#   images decoded from fresh N(0, I) latents by that generation, all 20 coordinates pooled.
+PAPER_LATENT_SPREAD = (
+    (0.6995303, 0.60134965, 0.5541111, 0.48931533, 0.46653777),
+    (0.69527394, 0.59368867, 0.5296458, 0.48430806, 0.4310458),
+    (0.6922824, 0.60909194, 0.53359216, 0.4891546, 0.45829764),
+    (0.67841727, 0.605033, 0.52345085, 0.48296788, 0.42802373),
+    (0.67357385, 0.60761327, 0.5273319, 0.46807787, 0.43289876),
+)
+PAPER_LATENT_GENERATIONS = (1, 2, 3, 4, 5)  # this book's generation index of each entry
+PAPER_SPREAD_IMAGES = 100  # images per generation in the notebook's statistic
+PAPER_SPREAD_SOURCE = ("the authors' released notebook `VAE_experiments.ipynb` (Zakahler/curse_recurse): "
+                       "cell 14 (`mu_sig`, five runs), statistic of cells 9 and 13")
+
+
+def pooled_latent_spread(latents_GxNxL: np.ndarray, n_images: int = PAPER_SPREAD_IMAGES) -> np.ndarray:
+    """The notebook's statistic per generation: the standard deviation of the generation-0
+    encoder means of the first ``n_images`` images, all L coordinates pooled (``np.std`` of
+    an ``n_images × L`` array). Pooling adds the spread *between* coordinate means to the
+    per-coordinate spread σ̄ the book reports, so the two are not interchangeable."""
+    latents = np.asarray(latents_GxNxL)
+    if latents.shape[1] < n_images:
+        raise ValueError(f"the notebook's statistic takes {n_images} images; the analysis kept {latents.shape[1]}")
+    return latents[:, :n_images].reshape(len(latents), -1).std(axis=1)
+
+
+def paper_spread_comparison(pooled_G: np.ndarray) -> dict:
+    """The page's pooled spread beside the authors' five runs, at the same generations.
+
+    Compares the ratio s₅ / s₁ (the notebook's last entry over its first; generation 0 is
+    not in the notebook). Returns the five runs' ratios, the page's ratio (None when the
+    page ran fewer than 5 generations) and a verdict computed from them.
+    """
+    paper = np.asarray(PAPER_LATENT_SPREAD)
+    first, last = PAPER_LATENT_GENERATIONS[0], PAPER_LATENT_GENERATIONS[-1]
+    paper_ratios = paper[:, -1] / paper[:, 0]
+    low, high = float(paper_ratios.min()), float(paper_ratios.max())
+    if len(pooled_G) <= last:
+        return {"paper_ratios": paper_ratios, "low": low, "high": high, "ratio": None,
+                "verdict": f"this page ran fewer than {last} generations, so it cannot be set beside them"}
+    ratio = float(pooled_G[last] / pooled_G[first])
+    verdict = ("within the range of the authors' five runs" if low <= ratio <= high
+               else "a faster fall than in any of the authors' five runs" if ratio < low
+               else "a slower fall than in any of the authors' five runs")
+    return {"paper_ratios": paper_ratios, "low": low, "high": high, "ratio": ratio, "verdict": verdict}
 
 
 RECORD_COMMAND = "python -m collapse.vae_experiment --profile paper --seed K --record"
