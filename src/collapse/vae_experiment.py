@@ -377,8 +377,7 @@ def forgotten_classes(least_likely_GxC: np.ndarray, sample_counts_GxC: np.ndarra
         verdict = ("the classes the generations drew *more* of became more common among the least likely real "
                    "images, the opposite of forgetting them")
     else:
-        verdict = (f"no clear relation between the classes drawn less and the least likely real images "
-                   f"(p = {p:.2g} ≥ {alpha:g})")
+        verdict = f"no clear relation between the classes drawn less and the least likely real images at level {alpha:g}"
     return {"rho": rho, "p": p, "verdict": verdict, "drawn_change": drawn, "least_likely_change": least}
 
 
