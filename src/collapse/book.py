@@ -326,13 +326,7 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     (build_dir / "numbers.json").write_text(json.dumps(glued, indent=1, sort_keys=True, default=str) + "\n")
     (stage / "figures.md").write_text(gallery.build_page(stage, figures_dir(), executed, made), encoding="utf-8")
 
-    command = ["jupyter-book", "build", str(stage), "--path-output", str(root), "--keep-going"]
-    if strict:
-        command += ["-W", "-n"]
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    command[0] = str(jupyter_book) if jupyter_book.exists() else command[0]
-    print("[book] " + " ".join(command), flush=True)
-    status = subprocess.call(command)
+    status = _jupyter_book_build(stage, root, "--keep-going", *(["-W", "-n"] if strict else []))
     problems = numbers.check_html(build_dir / "html", glued) if status == 0 else []
     for problem in problems:
         print(f"[book] NUMBER NOT IN numbers.json: {problem}", flush=True)
@@ -346,6 +340,15 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
         status = build_pdf(stage, root)
     _build_locks.pop().close()
     return status
+
+
+def _jupyter_book_build(stage: Path, root: Path, *flags: str) -> int:
+    """``jupyter-book build`` of the stage into ``root/_build`` (this environment's, if it has one)."""
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(stage),
+               "--path-output", str(root), *flags]
+    print("[book] " + " ".join(command), flush=True)
+    return subprocess.call(command)
 
 
 # What `make pdf` needs beside the Python packages: Sphinx's LaTeX through XeLaTeX and latexmk.
@@ -376,11 +379,7 @@ def build_pdf(stage: Path, root: Path) -> int:
 
     Runs on the stage the HTML was built from, so both show the same executed pages.
     """
-    command = ["jupyter-book", "build", str(stage), "--path-output", str(root), "--builder", "pdflatex"]
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    command[0] = str(jupyter_book) if jupyter_book.exists() else command[0]
-    print("[book] " + " ".join(command), flush=True)
-    status = subprocess.call(command)
+    status = _jupyter_book_build(stage, root, "--builder", "pdflatex")
     pdf = root / "_build" / "latex" / "book.pdf"
     if status == 0 and pdf.is_file():
         print(f"[book] PDF: {pdf}", flush=True)
@@ -405,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in args.pages or [] if p not in known]
     if unknown:
         parser.error(f"--pages {' '.join(unknown)}: not pages of {root / '_toc.yml'}; choose from {' '.join(known)}")
-    if args.pdf and missing_tex():
-        parser.error(f"--pdf needs TeX, and {', '.join(missing_tex())} cannot be found. On Debian or Ubuntu: "
+    no_tex = missing_tex() if args.pdf else []
+    if no_tex:
+        parser.error(f"--pdf needs TeX, and {', '.join(no_tex)} cannot be found. On Debian or Ubuntu: "
                      f"apt-get install {TEX_PACKAGES_DEBIAN}; with conda: {TEX_PACKAGES_CONDA}")
     _own_children()
     try:

@@ -24,19 +24,19 @@ path that never meet:
 
 The named streams (the names are part of the results: renaming one changes its numbers):
 
-=====================  ===============================================================
-``vae/analysis``       :func:`collapse.vae_experiment.analyse`: the decoded latent grid,
-                       the ELBO draws that score each generation and those that choose
-                       the tail
-``vae/classifier``     :func:`collapse.vae_experiment.train_classifier`: the label
-                       classifier's initial weights and batches
-``lm/init``            :func:`collapse.lm_experiment.initial_params`: a from-scratch
-                       language model's initial weights
-``regression/design``  :func:`collapse.linear_regression.make_design`: the fixed inputs
-                       and the true weights
+=======================  =============================================================
+``vae/analysis``         :func:`collapse.vae_experiment.analyse`: the decoded latent grid,
+                         the ELBO draws that score each generation and those that choose
+                         the tail
+``vae/classifier``       :func:`collapse.vae_experiment.train_classifier`: the label
+                         classifier's initial weights and batches
+``lm/init``              :func:`collapse.lm_experiment.initial_params`: a from-scratch
+                         language model's initial weights
+``regression/design``    :func:`collapse.linear_regression.make_design`: the fixed inputs
+                         and the true weights
 ``fairness/population``  :func:`collapse.fairness.population_rows`: which minority
-                       images the population keeps (NumPy, via :func:`stream_rng`)
-=====================  ===============================================================
+                         images the population keeps (NumPy, via :func:`stream_rng`)
+=======================  =============================================================
 """
 
 from __future__ import annotations
@@ -79,9 +79,14 @@ def stream_key(seed: int, name: str) -> jax.Array:
     return jax.random.fold_in(root, seed)
 
 
+def numpy_rng(key: jax.Array) -> np.random.Generator:
+    """A NumPy generator seeded by the words of a JAX key (for NumPy-side draws of a run)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
 def stream_rng(seed: int, name: str) -> np.random.Generator:
-    """A NumPy generator for the named stream: seeded by the words of :func:`stream_key`."""
-    return np.random.default_rng(np.asarray(jax.random.key_data(stream_key(seed, name))).ravel().tolist())
+    """A NumPy generator for the named stream: :func:`numpy_rng` of :func:`stream_key`."""
+    return numpy_rng(stream_key(seed, name))
 
 
 class StatsModel(NamedTuple):
@@ -370,7 +375,7 @@ def training_set(regime: Regime, key, real_data: np.ndarray, synthetic: list[np.
         return np.concatenate([real_data, *synthetic])
     n_total = len(real_data)
     n_real = regime.n_real(n_total)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    rng = numpy_rng(key)
     real_rows = rng.choice(len(real_data), size=n_real, replace=False)
     synthetic_rows = rng.choice(len(synthetic[-1]), size=n_total - n_real, replace=False)
     return np.concatenate([real_data[np.sort(real_rows)], synthetic[-1][np.sort(synthetic_rows)]])
