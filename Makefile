@@ -67,6 +67,7 @@ BENCHMARK_LOG := _build/benchmarks.jsonl
 benchmarks: $(TORCH_STAMP)
 	mkdir -p _build && rm -f $(BENCHMARK_LOG)
 	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/gaussian.py
+	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/mixtures.py
 	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/markov.py
 	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/vae.py --capacity 64
 	COLLAPSE_BENCHMARK_LOG=$(BENCHMARK_LOG) $(BIN)/python benchmarks/vae.py --capacity 32 --batch 128

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from collapse import avoiding, discrete, fairness, gaussian, lm_experiment, real_fraction, records, vae_experiment
+from collapse import avoiding, discrete, fairness, gaussian, lm_experiment, mixtures, real_fraction, records, vae_experiment
 from collapse.chapter import Chapter
 from collapse.config import PROFILES
 
-ENTRY_MODULES = [gaussian, discrete, vae_experiment, lm_experiment, avoiding, fairness]
+ENTRY_MODULES = [gaussian, mixtures, discrete, vae_experiment, lm_experiment, avoiding, fairness]
 
 
 @pytest.mark.parametrize("module", ENTRY_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[1])

@@ -21,6 +21,8 @@ SCRIPT = textwrap.dedent(
     regression = linear_regression.RegressionConfig(n_samples=12, dim=3, n_generations=8, n_chains=10)
     out["regression mix"] = linear_regression.simulate_errors(regression, Regime.parse("mix(0.5)"))
     out["absorption"] = discrete.absorb(discrete.AbsorptionRun("uniform(4)", n_samples=12, n_chains=10))["T"]
+    from collapse import mixtures  # EM: chains one after another on each device (lockstep=False)
+    out["mixtures"] = mixtures.run_gmm(mixtures.GmmRun(n_points=60, n_chains=6, n_generations=5))["means"]
     np.savez(sys.argv[1], devices=jax.device_count(), **out)
     """
 )

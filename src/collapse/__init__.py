@@ -5,6 +5,7 @@ Which modules serve which chapter:
 | chapter page | entry module (``chapter_config``) | its other modules |
 |---|---|---|
 | ``chapters/gaussian.md`` | ``gaussian`` | — |
+| ``chapters/mixtures.md`` | ``mixtures`` | ``multivariate`` (a Gaussian in d dimensions), ``gmm`` (mixtures by EM), ``kde`` (kernel density estimates), ``pool`` (data sets as runner statistics) |
 | ``chapters/discrete.md`` | ``discrete`` | — |
 | ``chapters/vae.md`` | ``vae_experiment`` | ``vae`` (model, loss, training), ``classifier`` (the fixed labeller), ``mnist`` (IDX files, chapter data) |
 | ``chapters/lm.md`` | ``lm_experiment`` | ``opt`` (the decoder, weights from ``transformers``), ``decoding`` (greedy, sampling, beam search), ``lm`` (training, perplexity), ``text`` (corpora, tokenizers, blocks) |

@@ -12,7 +12,7 @@ with…" note (:meth:`Chapter.describe`). A chapter that reads another chapter's
 results does so through that chapter's own ``chapter_config(profile, seed)``, never by
 rebuilding its keys in a page.
 
-Entry modules: ``gaussian``, ``discrete``, ``vae_experiment``, ``lm_experiment``,
+Entry modules: ``gaussian``, ``mixtures``, ``discrete``, ``vae_experiment``, ``lm_experiment``,
 ``avoiding`` and ``fairness`` (one per chapter page; see the package docstring).
 """
 

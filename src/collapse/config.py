@@ -13,7 +13,7 @@ import re
 from typing import Any, Iterable
 
 PROFILES = ("ci", "cpu", "paper")
-REGIME_KINDS = ("replace", "accumulate", "mix")
+REGIME_KINDS = ("replace", "accumulate", "mix", "accumulate-subsample")
 
 
 def check_choice(field: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -60,6 +60,10 @@ class Regime:
     ``accumulate``: the real data and every synthetic batch so far.
     ``mix``: a fraction ``alpha`` of the M samples is fresh real data, the rest drawn
     from generation n.
+    ``accumulate-subsample``: the real data and every synthetic batch so far are kept, and
+    each generation trains on M points drawn from that pool without replacement (Kazdan et
+    al. 2024's third workflow: the data of ``accumulate``, the compute of ``replace``). Only
+    models that keep their data points offer it (a sufficient statistic cannot be subsampled).
     """
 
     kind: str = "replace"  # one of REGIME_KINDS

@@ -153,6 +153,8 @@ def expected_errors(design: Design, regime: Regime, n_generations: int) -> np.nd
 
     Equation ``eq-avoid-replace``, ``eq-avoid-accumulate``, ``eq-avoid-mix`` of ``chapters/avoiding.md``.
     """
+    if regime.kind not in ("replace", "accumulate", "mix"):
+        raise ValueError(f"no closed form for regime {regime}; least squares keeps no data points to subsample")
     n = np.arange(n_generations + 1)
     A, noise = _error_recursion(design, regime)
     base = np.trace(noise)
