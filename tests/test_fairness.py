@@ -170,7 +170,7 @@ def test_mix_trains_on_true_labels_for_its_share_and_model_labels_for_the_rest()
     train, _ = small_data()
     population = fairness.make_population(train.images, train.labels, 10, SMALL)
     params = fairness.fit(population, SMALL, fairness.real_stats(population, jax.random.key(0), SMALL.n_samples))
-    data = runner._training_stats(
+    _, data = runner._training_stats(
         fairness.model(population, SMALL), functools.partial(fairness.real_stats, population), Regime("mix", 0.25),
         jax.random.key(5), params, None, 200,
     )

@@ -59,7 +59,7 @@ class MixturesChapter:
     dimensions: tuple[int, ...] = (1, 2, 10, 100)  # d of the multivariate Gaussian
     mv_samples: int = 200  # M points per generation (M ≥ d + 1 for every d)
     mv_chains: int = 4000  # chains for d ≤ 10
-    mv_chains_large: int = 256  # chains for d = 100 (O(d³) a generation each)
+    mv_chains_large: int = 256  # chains for d > 10 (O(d³) a generation each)
     mv_generations: int = 300
     check_chains: int = 1000  # chains of the Bartlett-versus-drawn cross-check (d = 10)
     gmm_points: int = 1000  # N, as in the notebook
@@ -99,7 +99,7 @@ class MixturesChapter:
         return executed_note(
             f"profile `{self.profile}` and seed `{self.seed}`: multivariate Gaussians in d ∈ "
             f"{{{', '.join(map(str, self.dimensions))}}} with M = {self.mv_samples}, {self.mv_chains:,} chains "
-            f"({self.mv_chains_large} for d ≥ 100) over {self.mv_generations} generations; the GMM experiment with "
+            f"({self.mv_chains_large} for d > 10) over {self.mv_generations} generations; the GMM experiment with "
             f"N = {self.gmm_points:,}, {self.gmm_chains} chains over {self.gmm_generations:,} generations; the regimes "
             f"over {self.regime_generations} generations ({self.regime_chains} chains); kernel density estimates with "
             f"N = {self.kde_points:,}, {self.kde_chains} chains over {self.kde_generations} generations."
