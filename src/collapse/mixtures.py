@@ -436,7 +436,7 @@ def gmm_drift(result: dict) -> dict:
     l2 = result["l2_to_first"]
     return {"l2_first": float(np.median(l2[:, 1])), "l2_last": float(np.median(l2[:, -1])),
             "l2_ratio": float(np.median(l2[:, -1] / l2[:, 1])),
-            "chains_farther": int(np.sum(l2[:, -1] > l2[:, 1])), "chains": int(l2.shape[0]),
+            "chains_farther": int(np.sum(l2[:, -1] > l2[:, 1])), "n_compared": int(l2.shape[0]),
             "variance_ratio": float(np.median(total[:, -1] / total[:, 0])),
             "mean_shift": float(np.median(np.linalg.norm(np.asarray(mean)[:, -1] - np.asarray(mean)[:, 0], axis=-1)))}
 
@@ -463,5 +463,5 @@ def gmm_verdict(drift: dict) -> str:
     generation 0's) and whether most chains moved away from their first fit."""
     spread = ("the spread has collapsed" if drift["variance_ratio"] < 0.5
               else "the spread has not (yet) collapsed in this many generations")
-    away = drift["chains_farther"] > drift["chains"] / 2
+    away = drift["chains_farther"] > drift["n_compared"] / 2
     return f"{spread}, and {'most' if away else 'not most'} chains moved away from their first fit"
