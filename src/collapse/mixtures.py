@@ -328,10 +328,6 @@ class KdeRun:
     n_recorded: int = 30
 
 
-def _kde_record(params: kde.KdeParams) -> kde.KdeParams:
-    return params
-
-
 def run_kde(run: KdeRun) -> dict[str, np.ndarray]:
     """tr S_n (the training points' covariance, divisor N) and the mean negative log-likelihood of
     ``test_points`` fresh real points (named stream ``mixtures/test``) at the recorded generations."""
@@ -340,7 +336,7 @@ def run_kde(run: KdeRun) -> dict[str, np.ndarray]:
     with jax.enable_x64(True):
         params = simulate(kde.model(run.settings, run.n_points), truth, seed=run.seed, n_chains=run.n_chains,
                           n_samples=run.n_points, n_generations=run.n_generations, regime=Regime(),
-                          record=_kde_record, record_at=tuple(int(g) for g in kept))
+                          record_at=tuple(int(g) for g in kept))
         test = gmm.sample(stream_key(run.seed, "mixtures/test"), truth.params(), run.test_points)
         flat = jax.tree.map(lambda v: jnp.asarray(v).reshape(-1, *v.shape[2:]), params)  # (chains × recorded, …)
         # One (chain, generation) at a time: T × N memory, not chains × generations × T × N.
@@ -359,10 +355,15 @@ def kde_results(chapter: MixturesChapter) -> dict[kde.KdeSettings, dict]:
     return out
 
 
-def kde_trace_theory(settings: kde.KdeSettings, chapter: MixturesChapter, n) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def two_blobs_trace() -> float:
+    """tr Sigma_0 of TWO_BLOBS, the real data of the kernel density estimates."""
     with jax.enable_x64(True):
-        _, S = gmm.moments(TWO_BLOBS.params())
-    return kde.mean_trace(n, settings, chapter.kde_points, 2, float(np.trace(np.asarray(S))))
+        return float(np.trace(np.asarray(gmm.moments(TWO_BLOBS.params())[1])))
+
+
+def kde_trace_theory(settings: kde.KdeSettings, chapter: MixturesChapter, n) -> np.ndarray:
+    return kde.mean_trace(n, settings, chapter.kde_points, 2, two_blobs_trace())
 
 
 def kde_checks(chapter: MixturesChapter, results: dict) -> dict:
@@ -382,9 +383,7 @@ def kde_checks(chapter: MixturesChapter, results: dict) -> dict:
 
 def balanced_bandwidth(chapter: MixturesChapter) -> float:
     """The fixed h whose stationary E tr S, (N − 1) d h², equals the truth's tr Sigma_0."""
-    with jax.enable_x64(True):
-        _, S = gmm.moments(TWO_BLOBS.params())
-    return float(np.sqrt(np.trace(np.asarray(S)) / ((chapter.kde_points - 1) * 2)))
+    return float(np.sqrt(two_blobs_trace() / ((chapter.kde_points - 1) * 2)))
 
 
 # --------------------------------------------------------------------------- what the page states
@@ -407,8 +406,7 @@ def regime_summary(results: dict[str, dict]) -> dict:
 def kde_summary(chapter: MixturesChapter, results: dict) -> dict:
     """Per bandwidth setting: E tr S at the last generation against the truth's tr Sigma_0, and the median excess
     negative log-likelihood (nats, over the truth's own) at generation 0 and at the last generation."""
-    with jax.enable_x64(True):
-        trace0 = float(np.trace(np.asarray(gmm.moments(TWO_BLOBS.params())[1])))
+    trace0 = two_blobs_trace()
     out = {}
     for settings, r in results.items():
         excess = r["nll"] - r["nll_truth"]
