@@ -1,6 +1,7 @@
 """Small image data sets the tests make themselves, in MNIST's IDX layout."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,4 +88,29 @@ def run_on_devices(script: str, n_devices: int, path: Path):
     flags.append(f"--xla_force_host_platform_device_count={n_devices}")
     env = dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+    return np.load(path)
+
+
+def run_on_processes(script: str, n_processes: int, devices_per_process: int, path: Path, timeout: float = 600):
+    """Run ``script`` as ``n_processes`` processes joined by ``jax.distributed`` on localhost
+    (:mod:`collapse.distributed` reads the environment set here), each with
+    ``devices_per_process`` forced CPU devices. Process 0 saves an npz to ``sys.argv[1]``;
+    return it loaded. A process that fails or hangs fails the call."""
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    flags.append(f"--xla_force_host_platform_device_count={devices_per_process}")
+    procs = []
+    for i in range(n_processes):
+        env = dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                   JAX_NUM_PROCESSES=str(n_processes), JAX_PROCESS_ID=str(i))
+        out = path.with_suffix(f".{i}.npz") if i else path
+        procs.append(subprocess.Popen([sys.executable, "-c", script, str(out)], env=env))
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [0] * n_processes, f"exit codes {codes}"
     return np.load(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import decoding, lm, opt, records, text
+from . import decoding, distributed, lm, opt, records, text
 from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_seed, to_dict
 from .paths import results_dir
@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="write chapters/recorded/lm-<profile>-<corpus>-seed<k>.json")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    distributed.initialize()  # several processes, when the environment names them (collapse.distributed)
     config_args = {"profile": args.profile, "seed": args.seed, "corpus": args.corpus, "init": args.init}
     chapter = chapter_config(**config_args)  # a bad profile or seed fails here, before any work
     path = records.path("lm", args.profile, args.corpus, args.seed)

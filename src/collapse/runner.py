@@ -58,6 +58,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import Regime
+from .distributed import agree, load_shared, to_host
 from .sharding import round_to_devices, shard_leading_axis
 from .store import DamagedEntry, locked
 
@@ -310,7 +311,7 @@ def _on_all_devices(chains, seed: int, n_chains: int, batch_size: int | None = N
     n_batches = -(-n_chains // batch)
     keys = chain_keys(seed, n_batches * batch)
     parts = [chains(shard_leading_axis(keys[b * batch : (b + 1) * batch])) for b in range(n_batches)]
-    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n_chains], *parts)
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n_chains], *[to_host(part) for part in parts])
 
 
 def simulate(
@@ -373,7 +374,7 @@ def simulate_until(
     init, advance = _compiled_passage(model, real_stats, n_samples, regime, stop, n_steps, max_generations)
     batch = round_to_devices(min(batch_size, n_chains))
     state = _on_all_devices(init, seed, n_chains, batch)
-    state = jax.tree.map(np.array, state)  # writable host copies, updated in place below
+    state = jax.tree.map(np.array, to_host(state))  # writable host copies, updated in place below
     bar = tqdm(total=n_chains, desc="chains stopped", disable=not progress)
     while True:
         active = np.flatnonzero(~state.stopped & (state.n <= max_generations))
@@ -385,9 +386,9 @@ def simulate_until(
             # Pad to a power of two (few shapes, so few compilations); padding lanes are discarded.
             lanes = round_to_devices(min(batch, max(2048, 1 << (len(rows) - 1).bit_length())))
             padded = np.concatenate([rows, np.full(lanes - len(rows), rows[-1])])
-            moved = advance(shard_leading_axis(jax.tree.map(lambda x: x[padded], state)))
+            moved = to_host(advance(shard_leading_axis(jax.tree.map(lambda x: x[padded], state))))
             for leaf, new in zip(jax.tree.leaves(state), jax.tree.leaves(moved)):
-                leaf[rows] = np.asarray(new)[: len(rows)]
+                leaf[rows] = new[: len(rows)]
     bar.close()
     return state.n, state.params
 
@@ -466,8 +467,8 @@ def run_generations(
     synthetic: list[np.ndarray] = []
     metrics: list[dict] = []
 
-    def generation(n: int) -> dict:
-        """Generation n: loaded if stored and intact (a damaged one is set aside), else computed and saved."""
+    def stored(n: int) -> dict | None:
+        """Generation n if stored and intact (a damaged one is set aside), else None."""
         if run_dir.has_generation(n):
             try:
                 return run_dir.load_generation(n, params=False) | {"loaded": True}
@@ -477,9 +478,18 @@ def run_generations(
             try:
                 shared.verify_generation(0)
                 run_dir.adopt_generation(0, shared)
-                return run_dir.load_generation(0, params=False) | {"loaded": True}
+                return shared.load_generation(0, params=False) | {"loaded": True}
             except DamagedEntry as error:
                 shared.set_aside_generation(0, str(error))
+        return None
+
+    def generation(n: int) -> dict:
+        """Generation n: loaded if stored and intact, else computed and saved."""
+        record = stored(n)
+        if agree(record is not None):  # across processes, process 0's store decides for all
+            if record is None:
+                record = load_shared(lambda n: run_dir.load_generation(n, params=False), n) | {"loaded": True}
+            return record
         key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
         data = training_set(regime, key_data, real_data, synthetic)
         params = train(key_train, data)

@@ -14,6 +14,8 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from .distributed import to_host
+
 
 def leading_axis_sharding(axis_name: str = "seeds") -> NamedSharding:
     # Auto axes: the compiler propagates the sharding. (Explicit axes, the default of
@@ -23,10 +25,24 @@ def leading_axis_sharding(axis_name: str = "seeds") -> NamedSharding:
 
 
 def shard_leading_axis(tree, axis_name: str = "seeds"):
-    """Place every leaf's leading axis across all devices (its length must divide evenly)."""
+    """Place every leaf's leading axis across all devices (its length must divide evenly).
+
+    Across processes (:mod:`collapse.distributed`) every process passes the same whole value
+    and keeps the rows of its own devices.
+    """
     if jax.device_count() == 1:
         return tree
-    return jax.device_put(tree, leading_axis_sharding(axis_name))
+    sharding = leading_axis_sharding(axis_name)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # keys travel as their raw words
+            words = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+            return jax.random.wrap_key_data(words, impl=jax.random.key_impl(x))
+        return jax.device_put(np.asarray(x), sharding)
+
+    return jax.tree.map(one, tree)
 
 
 def round_to_devices(n: int) -> int:
@@ -56,5 +72,5 @@ def map_batches(fn, rows_N, batch_size: int, *, pad: bool = False, shard: bool =
             rows = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows), axis=0)])
         if shard:
             rows = shard_leading_axis(jnp.asarray(rows), "batch")
-        out.append(np.asarray(fn(b, rows))[: min(batch, n - start)])
+        out.append(to_host(fn(b, rows))[: min(batch, n - start)])
     return np.concatenate(out)

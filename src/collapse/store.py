@@ -24,6 +24,11 @@ What a result cannot do:
   put the results folder on a local disk.)
 
 Files are written with the user's umask, so a shared results folder is readable by a group.
+
+Across processes (:mod:`collapse.distributed`), every process computes and process 0 alone
+writes (and locks); whether a stored result is used is process 0's answer, told to all
+(:func:`~collapse.distributed.agree`), so the processes never part ways. The store must then
+be on a filesystem every process sees.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+
+from .distributed import agree, is_writer, load_shared
 
 from .config import to_dict
 from .paths import results_dir
@@ -99,7 +106,7 @@ def locked(folder: Path):
     within a process; a second process waits, saying so, until the first releases it."""
     folder = Path(folder)
     name = str(folder.resolve())
-    if name in _held:
+    if name in _held or not is_writer():  # across processes, only process 0 writes, so only it locks
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +136,8 @@ def _clean_leftovers(folder: Path) -> None:
 def set_aside(path: Path, why: str) -> Path:
     """Move a damaged file or folder out of the way (never delete evidence) and warn, naming it."""
     target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    os.replace(path, target)
+    if is_writer():
+        os.replace(path, target)
     warnings.warn(f"{path} was damaged ({why}); moved to {target.name} and computing it again", stacklevel=3)
     return target
 
@@ -154,7 +162,10 @@ def array_digest(*arrays: np.ndarray) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary file beside ``path``, then rename it into place (with the user's umask)."""
+    """``write`` a temporary file beside ``path``, then rename it into place (with the user's umask).
+    Across processes, only process 0 writes."""
+    if not is_writer():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -229,7 +240,9 @@ class RunDir:
     def _write_generation(self, n: int, fill: Callable[[Path], None]) -> None:
         """``fill`` a scratch folder, add its checksums, then rename it into place in one step.
         If another writer put the same generation there first, theirs is kept (same inputs,
-        same numbers) and ours is discarded."""
+        same numbers) and ours is discarded. Across processes, only process 0 writes."""
+        if not is_writer():
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=self.path, prefix=f".gen-{n:04d}."))
         try:
@@ -328,11 +341,14 @@ class ResultsStore:
         folder = self.folder(experiment, version, config)
         path = folder / "result.npz"
         with locked(folder):
+            result = None
             if path.exists():
                 try:
-                    return _load_npz(path)
+                    result = _load_npz(path)
                 except DamagedEntry as error:
                     set_aside(path, str(error))
+            if agree(result is not None):
+                return result if result is not None else load_shared(_load_npz, path)
             result = {k: np.asarray(v) for k, v in compute().items()}
             _write_npz(path, result)
             digest = file_digest(path)

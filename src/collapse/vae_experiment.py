@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import classifier, records, vae
+from . import classifier, distributed, records, vae
 from .config import Regime, check_choice, check_int, check_seed, check_unit_interval
 from .chapter import check_chapter, executed_note
 from .mnist import ChapterData, Images, load_data
@@ -471,6 +471,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="write the summary JSON (default path: chapters/recorded/vae-<profile>-<dataset>-seed<seed>.json)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per regime)")
     args = parser.parse_args(argv)
+    distributed.initialize()  # several processes, when the environment names them (collapse.distributed)
 
     config_args = {"profile": args.profile, "seed": args.seed, "dataset": args.dataset}
     chapter = chapter_config(**config_args)
