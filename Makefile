@@ -52,7 +52,7 @@ endif
 # The second pass runs the tests that compare computed numbers (not the chapter pages, which the
 # first pass and the book build execute, nor the 1-versus-4-device comparisons, which pin their own
 # device counts, nor the I/O, config and build tests): about 5 minutes on 2 cores.
-NUMERICS_TESTS := tests/test_gaussian.py tests/test_discrete.py tests/test_linear_regression.py \
+NUMERICS_TESTS := tests/test_gaussian.py tests/test_sampling.py tests/test_discrete.py tests/test_linear_regression.py \
 	tests/test_real_fraction.py tests/test_runner.py tests/test_fairness.py tests/test_vae.py tests/test_lm.py
 
 ## Unit tests (parity against PyTorch/transformers included) and every chapter through papermill at

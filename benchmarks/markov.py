@@ -7,8 +7,8 @@ record the number of surviving states of every chain at every generation.
 * Reference: ``rng.multinomial(M, p)`` per generation, vectorised over chains (NumPy's
   conditional-binomial sampler, in C).
 * Library: the shared runner (``lax.scan`` over generations, ``vmap`` over chains,
-  sharded over devices) with ``collapse.discrete.multinomial``: sorted uniforms cut at
-  the CDF for M < 50 K, conditional binomials otherwise; float64.
+  sharded over devices) with ``collapse.sampling.multinomial``: sorted uniforms cut at
+  the CDF for M < 50 K, binomial splitting otherwise (and for K = 2); float64.
 
 Throughput is counted in chain-generations per second; compile time is excluded by a
 warm-up run. Usage::

@@ -3,7 +3,6 @@
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -12,50 +11,10 @@ from collapse import discrete
 from collapse.config import Regime
 
 
-# --------------------------------------------------------------------------- sampler
+# --------------------------------------------------------------------------- distributions
 
 
-@pytest.mark.parametrize(
-    "m, p",
-    [
-        (7, [0.5, 0.3, 0.15, 0.05, 0.0]),  # sorted uniforms
-        (400, [0.5, 0.3, 0.15, 0.05, 0.0]),  # M >= 50 K: conditional binomials
-        (30, [0.7, 0.3]),  # K = 2: one binomial
-    ],
-)
-def test_multinomial_counts_sum_to_m_and_are_unbiased(m, p):
-    p = np.append(p, 0.0) if len(p) > 2 else np.array(p)
-    n_draws = 20_000
-    with jax.enable_x64(True):
-        keys = jax.random.split(jax.random.key(1), n_draws)
-        counts = np.asarray(jax.vmap(lambda k: discrete.multinomial(k, jnp.asarray(p), m))(keys))
-    assert counts.dtype == np.float64
-    np.testing.assert_array_equal(counts.sum(1), m)
-    assert np.all(counts == np.round(counts)) and counts.min() >= 0
-    assert np.all(counts[:, p == 0] == 0), "a state of probability zero is never drawn"
-    live = p > 0
-    z = (counts[:, live].mean(0) - m * p[live]) / np.sqrt(m * p[live] * (1 - p[live]) / n_draws)
-    assert np.abs(z).max() < 5, z
-    # the variance is the multinomial's, not merely the mean
-    ratio = counts[:, live].var(0) / (m * p[live] * (1 - p[live]))
-    assert np.all(np.abs(ratio - 1) < 0.06), ratio
-
-
-def test_multinomial_matches_the_exact_law_on_a_small_case():
-    p, m, n_draws = np.array([0.6, 0.3, 0.1]), 3, 40_000
-    with jax.enable_x64(True):
-        keys = jax.random.split(jax.random.key(2), n_draws)
-        counts = np.asarray(jax.vmap(lambda k: discrete.multinomial(k, jnp.asarray(p), m))(keys)).astype(int)
-    outcomes = [c for c in itertools.product(range(m + 1), repeat=3) if sum(c) == m]
-    observed = np.array([np.all(counts == c, axis=1).sum() for c in outcomes])
-    expected = np.array([stats.multinomial.pmf(c, m, p) for c in outcomes]) * n_draws
-    assert stats.chisquare(observed, expected).pvalue > 1e-4
-
-
-def test_unnormalised_counts_are_weights():
-    with jax.enable_x64(True):
-        counts = discrete.multinomial(jax.random.key(0), jnp.asarray([3.0, 0.0, 1.0]), 10_000)
-    assert counts[1] == 0 and abs(float(counts[0]) / 10_000 - 0.75) < 0.02
+# (the sampler itself, collapse.sampling.multinomial, is tested in test_sampling.py)
 
 
 def test_initial_distributions_and_bad_names():

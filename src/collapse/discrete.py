@@ -27,46 +27,9 @@ from .chapter import check_chapter, executed_note
 from .checks import AgreementError, check_agreement, z_threshold
 from .config import Regime, check_int, check_seed
 from .runner import StatsModel, log_generations, simulate, simulate_until
+from .sampling import multinomial
 
-# Conditional binomials cost O(K) rejection samplers per draw of M points, sorted uniforms
-# O(M + K log M) cheap operations; on a CPU the binomials win only when M >= ~50 K.
-BINOMIAL_MIN_RATIO = 50
-
-# --------------------------------------------------------------------------- sampling
-
-
-def _multinomial_spacings(key: jax.Array, weights: jax.Array, m: int) -> jax.Array:
-    """Counts of m draws: m sorted uniforms (normalised exponential spacings) cut at the CDF.
-
-    The k-th count is the number of order statistics in [F(k-1), F(k)): no sort, no
-    scatter, no loop over states or samples. A state of weight zero has F(k) = F(k-1)
-    and gets exactly zero draws, so lost states stay lost.
-    """
-    dtype = weights.dtype
-    cdf = jnp.cumsum(weights) / jnp.sum(weights)
-    spacings = jnp.cumsum(jax.random.exponential(key, (m + 1,), dtype))
-    uniforms = spacings[:-1] / spacings[-1]  # the order statistics of m i.i.d. uniforms
-    below = jnp.searchsorted(uniforms, cdf, side="left", method="scan")
-    below = below.at[-1].set(m)  # F(K) = 1 exactly, whatever the rounding of the cumulative sum
-    return jnp.diff(below, prepend=0).astype(dtype)
-
-
-def multinomial(key: jax.Array, weights: jax.Array, m: int) -> jax.Array:
-    """Counts of ``m`` i.i.d. draws from the categorical distribution ``weights / weights.sum()``.
-
-    Exact; ``m`` and ``K = len(weights)`` are static, and the algorithm is chosen from them:
-    one binomial for K = 2, conditional binomials when M >= BINOMIAL_MIN_RATIO * K, sorted
-    uniforms otherwise.
-    Counts come back in the dtype of ``weights`` (float64 under ``jax.enable_x64``).
-    """
-    if m == 0:
-        return jnp.zeros_like(weights)
-    if weights.shape[-1] == 2:  # one binomial draw is the whole multinomial
-        second = jax.random.binomial(key, m, weights[1] / jnp.sum(weights), dtype=weights.dtype)
-        return jnp.stack([m - second, second])
-    if m >= BINOMIAL_MIN_RATIO * weights.shape[-1]:
-        return jax.random.multinomial(key, m, weights / jnp.sum(weights), dtype=weights.dtype)
-    return _multinomial_spacings(key, weights, m)
+# --------------------------------------------------------------------------- the model
 
 
 def _weights(counts: jax.Array) -> jax.Array:
@@ -78,7 +41,7 @@ def _pool(a: jax.Array, b: jax.Array) -> jax.Array:
     return a + b
 
 
-MODEL = StatsModel(fit=_weights, sample_stats=multinomial, merge=_pool)
+MODEL = StatsModel(fit=_weights, sample_stats=multinomial, merge=_pool)  # multinomial: collapse.sampling
 
 
 def is_delta(weights: jax.Array) -> jax.Array:
@@ -332,7 +295,7 @@ def stationary_distribution(P: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- experiments
 
-VERSION = "1"  # bump when a change alters the numbers; old cached results are then ignored
+VERSION = "2"  # 2: collapse.sampling (binomial splitting for K = 2 and M >= 50 K); bump when a change alters the numbers; old cached results are then ignored
 
 
 def _batch_size(M: int) -> int:
