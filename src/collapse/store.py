@@ -52,9 +52,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from .distributed import agree, is_writer, load_shared
-
 from .config import to_dict
+from .distributed import agree, is_writer, load_shared
 from .paths import results_dir
 
 
@@ -136,8 +135,9 @@ def _clean_leftovers(folder: Path) -> None:
 def set_aside(path: Path, why: str) -> Path:
     """Move a damaged file or folder out of the way (never delete evidence) and warn, naming it."""
     target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    if is_writer():
-        os.replace(path, target)
+    if not is_writer():  # across processes, process 0 moves it and says so
+        return target
+    os.replace(path, target)
     warnings.warn(f"{path} was damaged ({why}); moved to {target.name} and computing it again", stacklevel=3)
     return target
 
@@ -350,7 +350,8 @@ class ResultsStore:
             if agree(result is not None):
                 return result if result is not None else load_shared(_load_npz, path)
             result = {k: np.asarray(v) for k, v in compute().items()}
-            _write_npz(path, result)
-            digest = file_digest(path)
-            atomic_write(path.with_name(path.name + ".sha256"), lambda tmp: tmp.write_text(digest + "\n"))
+            if is_writer():
+                _write_npz(path, result)
+                digest = file_digest(path)
+                atomic_write(path.with_name(path.name + ".sha256"), lambda tmp: tmp.write_text(digest + "\n"))
             return result
