@@ -54,7 +54,7 @@ def _inversion(key, n, q):
     """
     u = jax.random.uniform(key, n.shape, n.dtype)
     odds = q / (1.0 - q)
-    pmf = jnp.exp(n * jnp.log1p(-q))  # (1 - q)^n >= e^(-2 log 2 · n q) > 1e-6 for q <= 1/2: no underflow
+    pmf = jnp.exp(n * jnp.log1p(-q))  # (1 - q)^n >= 4^(-n q) > 2^-20 for q <= 1/2, n q < 10: no underflow
 
     def walking(state):
         _, k, _, cdf = state
