@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from collapse import gaussian
+from collapse.checks import samplers_agree
 from collapse.config import Regime
 
 
@@ -123,3 +124,14 @@ def test_mix_with_all_real_data_is_fitting_fresh_real_samples():
     var = gaussian.run(run)["var"][:, -1]
     # each generation is an independent fit to 50 real points: (M-1) S^2 ~ chi^2_49
     assert stats.kstest(var * 49, stats.chi2(49).cdf).pvalue > 1e-3
+
+
+def test_samplers_agree_passes_one_law_and_catches_another():
+    rng = np.random.default_rng(0)
+    n = np.arange(101)  # recorded generations: six log-spaced ones are tested
+    same = [{"n": n, "v": rng.normal(size=(2000, len(n)))} for _ in range(2)]
+    result = samplers_agree("same law", *same, ("v",))
+    assert result["n_tests"] == 6 and result["p_min"] > 1e-3 / 6
+    shifted = {"n": n, "v": same[1]["v"] * 1.3}  # a spread 30 % wider
+    with pytest.raises(AssertionError, match="wider disagree: smallest KS p-value"):
+        samplers_agree("wider", same[0], shifted, ("v",))

@@ -29,3 +29,20 @@ def check_agreement(label: str, z, z_max: float, where=None) -> float:
         at = f" at {where[worst]}" if where is not None else ""
         raise AgreementError(f"{label}: |z| = {abs(z[worst]):.2f} > {z_max:.2f}{at}")
     return float(np.abs(z).max()) if z.size else 0.0
+
+
+def samplers_agree(label: str, first: dict, second: dict, names, n_points: int = 6, false_alarm: float = 1e-3) -> dict:
+    """Two independent runs of the same chains, each with its own exact sampler, against each other.
+
+    Two-sample Kolmogorov--Smirnov tests of every statistic in ``names`` (arrays chains ×
+    recorded generations, the generations in ``first["n"]``) at ``n_points`` log-spaced
+    recorded generations. Raises ``AssertionError`` if the smallest p-value is below
+    ``false_alarm`` divided by the number of tests; returns ``{"n_tests", "p_min", "at"}``, ``at``
+    the indices of the tested generations.
+    """
+    n = np.asarray(first["n"])
+    at = np.unique([int(np.argmin(np.abs(n - x))) for x in np.geomspace(1, n[-1], n_points)])
+    p = [stats.ks_2samp(first[name][:, i], second[name][:, i]).pvalue for i in at for name in names]
+    if min(p) < false_alarm / len(p):
+        raise AssertionError(f"{label} disagree: smallest KS p-value {min(p):.2e} over {len(p)} tests")
+    return {"n_tests": len(p), "p_min": float(min(p)), "at": at}
