@@ -295,7 +295,9 @@ def stationary_distribution(P: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- experiments
 
-VERSION = "2"  # 2: collapse.sampling (binomial splitting for K = 2 and M >= 50 K); bump when a change alters the numbers; old cached results are then ignored
+# Bump when a change alters the numbers; old cached results are then ignored.
+# 2: collapse.sampling (binomial splitting for K = 2 and M >= 50 K).
+VERSION = "2"
 
 
 def _batch_size(M: int) -> int:

@@ -49,7 +49,7 @@ def initialize() -> None:
 
 
 def is_writer() -> bool:
-    """The process that writes files (stored results, records, figures): process 0."""
+    """The process that writes the results store and the records: process 0."""
     return jax.process_index() == 0
 
 
@@ -76,12 +76,13 @@ def agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))
 
 
-def load_shared(load, path):
-    """``load(path)`` of a file process 0 found; a process that cannot read it says why."""
+def load_shared(load, what) -> object:
+    """``load()``, of something process 0 found stored (``what``, for the message); a process that
+    cannot read it says why."""
     try:
-        return load(path)
+        return load()
     except Exception as error:  # missing, or unreadable here
         raise RuntimeError(
-            f"process {jax.process_index()} cannot read {path}, which process 0 stored: a run over several "
+            f"process {jax.process_index()} cannot read {what}, which process 0 stored: a run over several "
             "processes needs its results folder (COLLAPSE_RESULTS_DIR) on a filesystem every process sees"
         ) from error

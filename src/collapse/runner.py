@@ -488,7 +488,9 @@ def run_generations(
         record = stored(n)
         if agree(record is not None):  # across processes, process 0's store decides for all
             if record is None:
-                record = load_shared(lambda n: run_dir.load_generation(n, params=False), n) | {"loaded": True}
+                stored_n = load_shared(lambda: run_dir.load_generation(n, params=False),
+                                       f"generation {n} in {run_dir.path}")
+                record = stored_n | {"loaded": True}
             return record
         key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
         data = training_set(regime, key_data, real_data, synthetic)

@@ -150,7 +150,9 @@ def binomial(key: jax.Array, n: jax.Array, p: jax.Array, max_large: int | None =
     elif max_large > 0:
         (rows,) = jnp.nonzero(large, size=max_large, fill_value=lanes)  # lanes past the last large one: `lanes`
         held = rows < lanes
-        k_rows = _btrs(key_rejection, n.at[rows].get(mode="fill", fill_value=0.0), q.at[rows].get(mode="fill", fill_value=0.5), held)
+        n_rows = n.at[rows].get(mode="fill", fill_value=0.0)
+        q_rows = q.at[rows].get(mode="fill", fill_value=0.5)
+        k_rows = _btrs(key_rejection, n_rows, q_rows, held)
         k = k.at[rows].set(k_rows, mode="drop")
     return jnp.where(flip, n - k, k)
 

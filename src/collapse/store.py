@@ -348,7 +348,7 @@ class ResultsStore:
                 except DamagedEntry as error:
                     set_aside(path, str(error))
             if agree(result is not None):
-                return result if result is not None else load_shared(_load_npz, path)
+                return result if result is not None else load_shared(lambda: _load_npz(path), path)
             result = {k: np.asarray(v) for k, v in compute().items()}
             if is_writer():
                 _write_npz(path, result)
