@@ -74,7 +74,9 @@ def test_cached_decoding_gives_the_full_forward_logits(tiny_hf):
 @pytest.mark.parametrize("settings", [
     dict(num_beams=1, max_new_tokens=10, min_new_tokens=0, repetition_penalty=1.0),
     dict(num_beams=1, max_new_tokens=10, min_new_tokens=3, repetition_penalty=3.0),
-    dict(num_beams=5, max_new_tokens=16, min_new_tokens=16, repetition_penalty=3.0),  # the paper's kind
+    dict(num_beams=5, max_new_tokens=16, min_new_tokens=16, repetition_penalty=3.0),  # the released code's
+    dict(num_beams=5, max_new_tokens=16, min_new_tokens=16, repetition_penalty=1.0),  # the paper's main settings
+    dict(num_beams=5, max_new_tokens=16, min_new_tokens=16, repetition_penalty=2.0),  # the paper's ablation
     dict(num_beams=5, max_new_tokens=16, min_new_tokens=2, repetition_penalty=1.0),  # beams end at EOS
     dict(num_beams=3, max_new_tokens=12, min_new_tokens=0, repetition_penalty=1.3, length_penalty=0.5),
 ])
@@ -297,16 +299,130 @@ def test_analysis_measures_every_generation(tmp_path):
     summary = lm_experiment.summarise(analysis)
     first = np.exp(analysis["test_nll"][0].mean())
     assert summary["test_ppl"][0] == pytest.approx(first, rel=1e-6)
-    # The stored generation-0 test perplexity is the one the analysis measures again.
-    stored = lm_experiment.run_folder(config, data, store).load_generation(0)["metrics"]["test_ppl"]
-    assert stored == pytest.approx(first, rel=1e-5)
+    assert analysis["start_test_nll"].shape == (16,) and 0 <= analysis["corpus_words"].min() <= 1
+    assert summary["unigram_ppl"] > 1 and summary["zero_shot_ppl"] > 1
+
+
+def tiny_pretrained_run(regime="replace", **pretraining):
+    return dataclasses.replace(
+        tiny_run(regime), n_train=24, init="pretrained",
+        pretraining=lm_experiment.Pretraining(**{"steps": 6, "segment": 2, "train": lm.TrainConfig(learning_rate=3e-3, batch_size=8),
+                                                 **pretraining}))
+
+
+def with_general(data):
+    """``data`` with the last 16 test blocks standing in for a second corpus's training split."""
+    return dataclasses.replace(data, general=data.test[::-1].copy(), general_name="brown")
+
+
+def test_pretraining_text_holds_no_fine_tuning_validation_or_test_block(tmp_path):
+    data = with_general(tiny_data(tmp_path))
+    config = tiny_pretrained_run()
+    blocks = lm_experiment.pretraining_blocks(config, data)
+    np.testing.assert_array_equal(blocks, np.concatenate([data.train[24:], data.general]))
+    fine_tuned = {row.tobytes() for row in data.train[:24]}
+    assert not fine_tuned & {row.tobytes() for row in blocks}
+    assert len(lm_experiment.pretraining_blocks(dataclasses.replace(config, n_train=0), data)) == len(data.general)
+
+
+def test_interrupted_pretraining_resumes_with_the_same_model(tmp_path, monkeypatch):
+    data = with_general(tiny_data(tmp_path))
+    config = tiny_pretrained_run()
+    straight = lm_experiment.pretrain(config, data, store=ResultsStore(tmp_path / "a"), progress=False)
+    calls = []
+    real_steps = lm.run_steps
+
+    def failing_steps(*args, **kwargs):
+        calls.append(kwargs["start"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_steps(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "run_steps", failing_steps)
+    store = ResultsStore(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        lm_experiment.pretrain(config, data, store=store, progress=False)
+    resumed = lm_experiment.pretrain(config, data, store=store, progress=False)
+    assert calls == [0, 2, 2, 4]  # the second segment again, then the third: the first was kept
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again = lm_experiment.pretrain(config, data, store=store, progress=False)  # stored: no step taken
+    assert calls == [0, 2, 2, 4]
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [len(list(p.glob("gen-*"))) for p in (tmp_path / "b" / "lm-pretrain").iterdir()] == [1]  # only the newest checkpoint is kept
+
+
+@pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
+def test_every_generation_continues_the_original_blocks_and_starts_from_generation_0(tmp_path, regime, monkeypatch):
+    data = with_general(tiny_data(tmp_path))
+    config = dataclasses.replace(tiny_pretrained_run(regime), decode=dataclasses.replace(tiny_run().decode, repetition_penalty=2.0))
+    store = ResultsStore(tmp_path / "r")
+    prompts, decodes, starts = [], [], []
+    real_continue, real_train = decoding.continue_blocks, lm.train
+
+    def spy_continue(params, model, decode, blocks, **kwargs):
+        prompts.append(np.array(blocks))
+        decodes.append(decode)
+        return real_continue(params, model, decode, blocks, **kwargs)
+
+    def spy_train(*args, init_params, **kwargs):
+        starts.append(jax.tree.map(np.asarray, init_params))
+        return real_train(*args, init_params=init_params, **kwargs)
+
+    monkeypatch.setattr(decoding, "continue_blocks", spy_continue)
+    monkeypatch.setattr(lm, "train", spy_train)
+    lm_experiment.run(config, data, store=store, progress=False)
+    assert len(prompts) == 3 and decodes == [config.decode] * 3  # the setting's penalty reaches the beam search
+    for blocks in prompts:
+        np.testing.assert_array_equal(blocks, data.train[:24])  # never the generation's own training set
+    pretrained = lm_experiment.pretrain(config, data, store=store, progress=False)
+    generation_0 = lm_experiment.run_folder(config, data, store).load_generation(0)["params"]
+    for got, expected in zip(starts, [pretrained, generation_0, generation_0]):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_a_resumed_run_starts_later_generations_from_the_stored_generation_0(tmp_path, monkeypatch):
+    data = with_general(tiny_data(tmp_path))
+    config = tiny_pretrained_run()
+    store = ResultsStore(tmp_path / "r")
+    straight = lm_experiment.run(config, data, store=ResultsStore(tmp_path / "a"), progress=False)
+    real_train = lm.train
+    calls = []
+
+    def failing_train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "train", failing_train)
+    with pytest.raises(KeyboardInterrupt):
+        lm_experiment.run(config, data, store=store, progress=False)
+    assert lm_experiment.run(config, data, store=store, progress=False) == straight
+
+
+def test_chapter_settings_reach_the_run_config():
+    for profile in ("ci", "cpu", "paper"):
+        chapter = lm_experiment.chapter_config(profile)
+        data = lm_experiment.LMData(text.Corpus("wikitext-2", "raw", [], [], [], True, ""), None,
+                                    *(np.zeros((8, 64), np.int32),) * 3, None)
+        for setting in chapter.settings + chapter.extra_settings:
+            config = chapter.run_config(data, setting, 0)
+            assert config.decode.repetition_penalty == setting.repetition_penalty
+            assert config.train.epochs == setting.epochs and config.regime == Regime.parse(setting.regime)
+        assert [s.repetition_penalty for s in chapter.settings] == [1.0, 1.0]  # the paper's text names none
+        assert 2.0 in [s.repetition_penalty for s in chapter.extra_settings]  # its ablation
 
 
 def test_chapter_configs_are_valid_and_paper_is_the_published_protocol():
     paper = lm_experiment.chapter_config("paper")
     assert paper.init == "opt-125m" and paper.n_generations == 9 and len(paper.seeds) == 5
     assert [(s.regime, s.epochs) for s in paper.settings] == [("replace", 5), ("mix(0.1)", 10)]
-    assert paper.decode == decoding.DecodeConfig(max_new_tokens=64, min_new_tokens=64, num_beams=5, repetition_penalty=3.0)
+    assert paper.decode == decoding.DecodeConfig(max_new_tokens=64, min_new_tokens=64, num_beams=5, repetition_penalty=1.0)
+    assert [s.repetition_penalty for s in paper.extra_settings] == [2.0, 3.0, 1.0]
+    assert paper.train.learning_rate == 2e-5 and paper.train.batch_size == 128  # the released main.py's defaults
     for profile in ("ci", "cpu"):
         chapter = lm_experiment.chapter_config(profile)
         assert chapter.n_generations >= (5 if profile == "cpu" else 1)

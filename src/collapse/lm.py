@@ -96,6 +96,50 @@ def perplexity(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, bat
     return float(math.exp(sequence_nll(params, config, blocks_NxT, batch_size).mean()))
 
 
+def init_state(config: TrainConfig, params: OPTParams, total_steps: int) -> TrainState:
+    """A fresh optimiser state for ``total_steps`` steps from ``params`` (copied: steps donate their buffers)."""
+    params = jax.tree.map(jnp.array, params)
+    return TrainState(params, optimizer(config, total_steps).init(params), jnp.zeros((), jnp.int32))
+
+
+def run_steps(
+    state: TrainState, model: OPTConfig, config: TrainConfig, key: jax.Array, blocks_NxT: np.ndarray, *,
+    start: int, stop: int, total_steps: int, bar=None,
+) -> tuple[TrainState, list]:
+    """Steps ``start .. stop - 1`` of a run of ``total_steps``; returns the state and the steps' losses.
+
+    Step ``s`` takes batch ``s mod E`` (``E`` full batches per epoch; the remainder of fewer than
+    ``batch_size`` blocks sits out that epoch, a different one each time) of epoch ``s div E``'s
+    random order, and its dropout key from ``(key, epoch, s mod E)``: a run cut into pieces takes
+    exactly the steps of a run in one piece, so an interrupted run resumes where it stopped.
+    """
+    steps_per_epoch = len(blocks_NxT) // config.batch_size
+    tx = optimizer(config, total_steps)
+    losses, orders = [], {}
+    for s in range(start, stop):
+        epoch, i = divmod(s, steps_per_epoch)
+        if epoch not in orders:
+            key_order, key_dropout = jax.random.split(jax.random.fold_in(key, epoch))
+            orders = {epoch: (np.asarray(jax.random.permutation(key_order, len(blocks_NxT))), key_dropout)}
+        order, key_dropout = orders[epoch]
+        rows = np.sort(order[i * config.batch_size : (i + 1) * config.batch_size])
+        batch = shard_leading_axis(jnp.asarray(blocks_NxT[rows]), "batch")
+        state, metrics = step(state, batch, jax.random.fold_in(key_dropout, i), config=model, tx=tx)
+        losses.append(metrics["loss"])
+        if bar is not None:
+            bar.update()
+    return state, losses
+
+
+def _check_batches(config: TrainConfig, n_blocks: int) -> int:
+    if config.batch_size % jax.device_count():
+        raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices")
+    steps_per_epoch = n_blocks // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{n_blocks} training blocks are fewer than one batch ({config.batch_size})")
+    return steps_per_epoch
+
+
 def train(
     model: OPTConfig, config: TrainConfig, key: jax.Array, blocks_NxT: np.ndarray, valid_NxT: np.ndarray, *,
     init_params: OPTParams, progress: bool = True,
@@ -103,30 +147,17 @@ def train(
     """Train from ``init_params`` for ``config.epochs`` epochs; return the parameters of the epoch with
     the lowest validation perplexity and the history (``train_loss``, ``valid_ppl`` per epoch, ``best_epoch``).
 
-    Each epoch visits the blocks in a fresh random order in full batches (the remainder of fewer
-    than ``batch_size`` blocks sits out that epoch; a different one each time).
+    Each epoch visits the blocks in a fresh random order in full batches (:func:`run_steps`).
     """
-    if config.batch_size % jax.device_count():
-        raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices")
-    n = len(blocks_NxT)
-    steps_per_epoch = n // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{n} training blocks are fewer than one batch ({config.batch_size})")
-    tx = optimizer(config, steps_per_epoch * config.epochs)
-    params = jax.tree.map(jnp.array, init_params)  # a copy: the step donates its buffers
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    steps_per_epoch = _check_batches(config, len(blocks_NxT))
+    total = steps_per_epoch * config.epochs
+    state = init_state(config, init_params, total)
     history = {"train_loss": [], "valid_ppl": []}
     best, best_ppl = None, math.inf
     epochs = tqdm(range(config.epochs), desc="epochs", disable=not progress, leave=False)
     for epoch in epochs:
-        key_order, key_dropout = jax.random.split(jax.random.fold_in(key, epoch))
-        order = np.asarray(jax.random.permutation(key_order, n))
-        losses = []
-        for s in range(steps_per_epoch):
-            rows = np.sort(order[s * config.batch_size : (s + 1) * config.batch_size])
-            batch = shard_leading_axis(jnp.asarray(blocks_NxT[rows]), "batch")
-            state, metrics = step(state, batch, jax.random.fold_in(key_dropout, s), config=model, tx=tx)
-            losses.append(metrics["loss"])
+        state, losses = run_steps(state, model, config, key, blocks_NxT, start=epoch * steps_per_epoch,
+                                  stop=(epoch + 1) * steps_per_epoch, total_steps=total)
         history["train_loss"].append(float(np.mean(jax.device_get(losses))))
         ppl = perplexity(state.params, model, valid_NxT)
         history["valid_ppl"].append(ppl)

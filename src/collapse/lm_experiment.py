@@ -1,38 +1,63 @@
 """Chapter 4's experiment: generations of OPT-style language models on WikiText-2.
 
-Generation 0 is trained on real 64-token blocks; generation n+1 on the continuations
-generation n writes for every block of its own training set (5-beam search, repetition
-penalty, exactly 64 new tokens), mixed with real blocks as the data regime says. Every
-generation starts from the same point (the published OPT-125m weights, or one random
-initialisation) and keeps the epoch with the best validation perplexity.
+The paper's procedure (Shumailov et al. 2024, "Model collapse in language models"):
+
+* every generation starts from a pretrained model (the published OPT-125m, or a small OPT
+  pretrained here once, :func:`pretrain`, on general English text that holds none of the
+  fine-tuning blocks and none of the validation or test text);
+* generation 0 is that model fine-tuned on the real 64-token blocks, keeping the epoch with
+  the best validation perplexity; it is the base model of every later generation
+  ("the best-performing model on the original task ... as the base model");
+* generation n writes generation n+1's data by continuing **every original training block**
+  with exactly 64 new tokens (5-way beam search; the repetition penalty is the setting's), mixed
+  with real blocks as the data regime says.
 
 :func:`run` goes through the shared resumable driver (:func:`collapse.runner.run_generations`),
 so every finished generation's parameters, generated blocks and metrics are on disk and
-an interrupted run resumes. :func:`analyse` measures every stored generation with fixed
-instruments: the real test blocks, the generation-0 model as a judge of the generated
-data, and one real prompt continued by every generation.
+an interrupted run resumes; so does the pretraining, in segments. :func:`analyse` measures
+every stored generation with fixed instruments: the real test blocks, the generation-0 model
+as a judge of the generated data, the words and repeats of the generated text, and one real
+prompt continued by every generation.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import decoding, distributed, lm, opt, records, text
 from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_seed, to_dict
+from .distributed import agree, load_shared
 from .paths import results_dir
 from .runner import generation_zero_dir, require_finished, run_generations, stream_key
-from .store import ResultsStore, RunDir, array_digest
+from .store import DamagedEntry, ResultsStore, RunDir, array_digest, locked
 
-VERSION = "1"  # of the runs: bump when training or generation changes
-ANALYSIS_VERSION = "2"  # of the measurements: bump when analyse() changes (runs are kept)
-INITS = ("scratch", "opt-125m")
+VERSION = "2"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model)
+ANALYSIS_VERSION = "3"  # of the measurements: bump when analyse() changes (runs are kept)
+INITS = ("scratch", "pretrained", "opt-125m")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretraining:
+    """The one-time pretraining of the ``pretrained`` start, on general text (see :func:`pretrain`)."""
+
+    steps: int = 1200  # AdamW steps of train.batch_size blocks (cpu: 1.1 passes over the text, about 6.5 min on 2 cores)
+    train: lm.TrainConfig = lm.TrainConfig(learning_rate=2e-3, warmup=0.02, weight_decay=0.01, batch_size=64)  # epochs unused
+    segment: int = 100  # steps between checkpoints: an interrupted pretraining resumes from the last one
+    seed: int = 0  # one pretrained model for every chain (as OPT-125m is one model), whatever the chain's seed
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, minimum=1)
+        check_int("segment", self.segment, minimum=1)
+        check_seed("seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +66,17 @@ class LMRun:
 
     corpus: str = "wikitext-2"  # the corpus actually loaded
     release: str = "raw"  # which of its releases (raw, tokenized, nltk)
-    tokenizer: str = "gpt2"  # "gpt2" (OPT's) or "bpe-<V>" (trained on the training split)
+    tokenizer: str = "gpt2"  # "gpt2" (OPT's) or "bpe-<V>" (trained on the text the model learns from)
     n_train: int = 0  # real training blocks (0 = all of the split)
     n_valid: int = 0  # validation blocks that choose the best epoch (0 = all)
     model: opt.OPTConfig = opt.OPTConfig()  # architecture of every generation
-    init: str = "opt-125m"  # every generation starts from these weights, or from one random init ("scratch")
+    init: str = "opt-125m"  # generation 0 starts from OPT-125m, from the model pretrained here, or from a random init
     train: lm.TrainConfig = lm.TrainConfig()  # optimiser and epochs of every generation
     decode: decoding.DecodeConfig = decoding.DecodeConfig()  # how each generation writes the next one's data
     n_generations: int = 9  # generations after generation 0
     regime: Regime = Regime()  # what generation n+1 is trained on
-    seed: int = 0  # every random number of the run derives from it
+    seed: int = 0  # every random number of the run derives from it (the pretraining has its own)
+    pretraining: Pretraining | None = None  # how the "pretrained" start is made (None for the others)
 
     def __post_init__(self) -> None:
         check_choice("init", self.init, INITS)
@@ -58,6 +84,8 @@ class LMRun:
         check_int("n_valid", self.n_valid, minimum=0)
         check_int("n_generations", self.n_generations, minimum=0)
         check_seed("seed", self.seed)
+        if (self.init == "pretrained") != (self.pretraining is not None):
+            raise ValueError(f"pretraining must be given exactly when init='pretrained' (init={self.init!r})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,45 +96,122 @@ class LMData:
     valid: np.ndarray
     test: np.ndarray
     notice: str | None  # what the reader must know about the data, if anything
+    general: np.ndarray | None = None  # training blocks of the other corpus: general text to pretrain on
+    general_name: str | None = None  # which corpus ``general`` is
 
 
-def tokenizer_path(corpus: text.Corpus, vocab_size: int) -> Path:
-    """The cached BPE of this corpus's training text (its digest is in the name: other text, other file)."""
-    return results_dir() / "tokenizers" / f"{corpus.name}-{corpus.release}-bpe{vocab_size}-{text.text_digest(corpus.train)}.json"
+def tokenizer_path(corpus: text.Corpus, vocab_size: int, general: text.Corpus | None = None) -> Path:
+    """The cached BPE of the training text (its digest is in the name: other text, other file)."""
+    lines = corpus.train + (general.train if general is not None else [])
+    extra = f"+{general.name}" if general is not None else ""
+    return results_dir() / "tokenizers" / f"{corpus.name}-{corpus.release}{extra}-bpe{vocab_size}-{text.text_digest(lines)}.json"
 
 
 def load_data(corpus_name: str, *, init: str, vocab_size: int, block_size: int = 64) -> LMData:
-    """Blocks of the corpus (or, with a notice, the other one), with OPT's tokenizer or a trained BPE."""
+    """Blocks of the corpus (or, with a notice, the other one), with OPT's tokenizer or a trained BPE.
+
+    With ``init="pretrained"`` the other corpus's training split is loaded too, as general text to
+    pretrain on, and the BPE is trained on both training splits (never on validation or test text).
+    """
     corpus, notice = text.load_or_fallback(corpus_name)
     if corpus.name == "wikitext-2" and not corpus.verified:  # said on the page (Brown has no published checksum)
         unverified = (f"The {corpus.name} files this page read ({corpus.source}) do not match the published checksums "
                       "(a test fixture, a modified copy, or a copy put there by hand): its numbers are not the "
                       "published data's.")
         notice = unverified if notice is None else f"{notice} {unverified}"
+    general = None
+    if init == "pretrained":
+        other = text.CORPORA[1 - text.CORPORA.index(corpus.name)]
+        try:
+            general = text.load_corpus(other)
+        except text.CorpusUnavailable as error:
+            missing = (f"The {other} corpus could not be had, so the pretraining used only the part of "
+                       f"{corpus.name}'s training split that is not fine-tuned on. ({error})")
+            notice = missing if notice is None else f"{notice} {missing}"
     if init == "opt-125m":
         tokenizer = text.gpt2_tokenizer(opt.pretrained_folder())
     else:
-        tokenizer = text.train_bpe(corpus.train, vocab_size, tokenizer_path(corpus, vocab_size))
+        lines = corpus.train + (general.train if general is not None else [])
+        tokenizer = text.train_bpe(lines, vocab_size, tokenizer_path(corpus, vocab_size, general))
     blocks = {s: text.to_blocks(tokenizer, getattr(corpus, s), bos_id=2, block_size=block_size) for s in text.SPLITS}
     short = [s for s, b in blocks.items() if len(b) == 0]
     if short:  # fail here, before any training, not after generation 0
         raise text.CorpusDamaged(f"the {', '.join(short)} split of {corpus.source} has fewer than {block_size} tokens")
-    return LMData(corpus, tokenizer, blocks["train"], blocks["valid"], blocks["test"], notice)
+    general_blocks = None if general is None else text.to_blocks(tokenizer, general.train, bos_id=2, block_size=block_size)
+    return LMData(corpus, tokenizer, blocks["train"], blocks["valid"], blocks["test"], notice, general_blocks,
+                  None if general is None else general.name)
 
 
-def initial_params(config: LMRun) -> opt.OPTParams:
-    """Where every generation's training starts: OPT-125m's weights, or the seed's random init."""
+def pretraining_blocks(config: LMRun, data: LMData) -> np.ndarray:
+    """The pretraining text: the training blocks the run does not fine-tune on, then the general corpus's.
+    None of the run's real training blocks, and no validation or test text."""
+    rest = data.train[config.n_train:] if config.n_train else data.train[:0]
+    general = data.general if data.general is not None else data.train[:0]
+    return np.concatenate([rest, general])
+
+
+def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> opt.OPTParams:
+    """The ``pretrained`` start: ``config.pretraining.steps`` steps on :func:`pretraining_blocks`, once.
+
+    Stored in the results store under the model, the pretraining config and a digest of the text,
+    so every chain, setting and page that asks for the same pretraining shares one. It is saved
+    every ``segment`` steps (only the newest checkpoint is kept); an interrupted pretraining resumes
+    from there and takes exactly the steps of an uninterrupted one (:func:`collapse.lm.run_steps`).
+    """
+    pre = config.pretraining
+    blocks = pretraining_blocks(config, data)
+    steps_per_epoch = lm._check_batches(pre.train, len(blocks))  # noqa: SLF001 (same checks as training)
+    store = store or ResultsStore()
+    run_dir = store.run_dir("lm-pretrain", VERSION, {"model": config.model, "pretraining": pre,
+                                                     "data": array_digest(blocks)})
+    n_segments = math.ceil(pre.steps / pre.segment)
+    key = stream_key(pre.seed, "lm/pretrain")
+    with locked(run_dir.path):
+        state, done = None, 0
+        latest = max(run_dir.finished_generations(), default=0)
+        if agree(latest > 0):
+            try:
+                state = load_shared(lambda: run_dir.load_generation(latest)["params"], f"segment {latest} in {run_dir.path}")
+                state = jax.tree.map(jax.numpy.asarray, state)
+                done = latest
+            except DamagedEntry as error:  # started again from the beginning
+                run_dir.set_aside_generation(latest, str(error))
+        if done < n_segments:
+            if state is None:
+                state = lm.init_state(pre.train, opt.init(config.model, jax.random.fold_in(key, 0)), pre.steps)
+            bar = tqdm(total=pre.steps, initial=min(done * pre.segment, pre.steps), desc="pretraining",
+                       unit="step", disable=not progress)
+            for k in range(done + 1, n_segments + 1):
+                start, stop = (k - 1) * pre.segment, min(k * pre.segment, pre.steps)
+                state, losses = lm.run_steps(state, config.model, pre.train, jax.random.fold_in(key, 1), blocks,
+                                             start=start, stop=stop, total_steps=pre.steps, bar=bar)
+                loss = float(np.mean(jax.device_get(losses)))
+                bar.set_postfix_str(f"loss {loss:.2f}, epoch {stop / steps_per_epoch:.2f}")
+                run_dir.save_generation(k, params=jax.tree.map(np.asarray, state), samples=np.zeros(0, np.int32),
+                                        metrics={"steps": stop, "train_loss": loss})
+                if k > 1:
+                    run_dir.remove_generation(k - 1)
+            bar.close()
+    return jax.tree.map(jax.numpy.asarray, state.params)
+
+
+def initial_params(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> opt.OPTParams:
+    """Where generation 0's training starts: OPT-125m's weights, the model :func:`pretrain` made, or a random init."""
     if config.init == "opt-125m":
         model, params, _ = opt.load_pretrained()
         if model != dataclasses.replace(config.model, dropout=model.dropout):
             raise ValueError(f"the run's model {config.model} is not OPT-125m's {model}")
         return params
+    if config.init == "pretrained":
+        return pretrain(config, data, store=store, progress=progress)
     return opt.init(config.model, stream_key(config.seed, "lm/init"))
 
 
 def data_digest(config: LMRun, data: LMData) -> str:
-    """A hash of every block a run of ``config`` reads: its real training, validation and test blocks."""
-    return array_digest(data.train[: config.n_train or None], data.valid[: config.n_valid or None], data.test)
+    """A hash of every block a run of ``config`` reads: its real training, validation and test blocks,
+    and the pretraining text."""
+    pretraining = pretraining_blocks(config, data) if config.init == "pretrained" else data.train[:0]
+    return array_digest(data.train[: config.n_train or None], data.valid[: config.n_valid or None], data.test, pretraining)
 
 
 def run_folder(config: LMRun, data: LMData, store: ResultsStore | None = None) -> RunDir:
@@ -115,7 +220,11 @@ def run_folder(config: LMRun, data: LMData, store: ResultsStore | None = None) -
 
 
 def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> list[dict]:
-    """Train (or load) generations 0..n_generations; returns each generation's metrics."""
+    """Train (or load) generations 0..n_generations; returns each generation's metrics.
+
+    Generation 0 trains from :func:`initial_params`; every later generation from generation 0's
+    parameters (the paper's base model). Every generation continues the original training blocks.
+    """
     store = store or ResultsStore()
     real = data.train[: config.n_train or None]
     valid = data.valid[: config.n_valid or None]
@@ -123,24 +232,26 @@ def run(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progr
     history = {}
 
     def train(key, blocks):
-        if "start" not in history:  # loaded once, and only if a generation is still to train
-            history["start"] = initial_params(config)
-        params, history["last"] = lm.train(config.model, config.train, key, blocks, valid,
-                                           init_params=history["start"], progress=progress)
+        if "base" in history:
+            start = history["base"]
+        elif agree(run_dir.has_generation(0)):  # a resumed run: generation 0 is stored
+            start = history["base"] = load_shared(lambda: run_dir.load_generation(0)["params"],
+                                                  f"generation 0 in {run_dir.path}")
+        else:  # generation 0
+            start = initial_params(config, data, store=store, progress=progress)
+        params, history["last"] = lm.train(config.model, config.train, key, blocks, valid, init_params=start,
+                                           progress=progress)
+        history.setdefault("base", params)  # generation 0's best epoch: the start of every later generation
         return params
 
     def generate(key, params, blocks):
-        if len(blocks) > len(real):  # accumulate: continue as many blocks as the real set has
-            blocks = blocks[np.sort(np.asarray(jax.random.choice(key, len(blocks), (len(real),), replace=False)))]
-        return decoding.continue_blocks(params, config.model, config.decode, blocks, progress=progress,
+        del key, blocks  # beam search draws nothing; the prompts are the original blocks, whatever was trained on
+        return decoding.continue_blocks(params, config.model, config.decode, real, progress=progress,
                                         desc="writing the next generation's data")
-
-    def evaluate(params, samples):
-        return {**history["last"], "test_ppl": lm.perplexity(params, config.model, data.test)}
 
     metrics = run_generations(
         run_dir, seed=config.seed, real_data=real, n_generations=config.n_generations, regime=config.regime,
-        train=train, generate=generate, evaluate=evaluate, progress=progress,
+        train=train, generate=generate, evaluate=lambda params, samples: dict(history["last"]), progress=progress,
         zero_shared_with=generation_zero_dir(store, "lm", VERSION, config, data_digest(config, data)),
     )
     return metrics
@@ -167,11 +278,47 @@ def repetition_rate(blocks_NxT: np.ndarray, n: int = 3) -> float:
     return repeated / total
 
 
+def tokens_before_repeat(blocks_NxT: np.ndarray, n: int = 3) -> float:
+    """Median, over blocks, of the position of the first n-gram that repeats an earlier one of the
+    same block (a block with no repeat counts its whole length): how soon the text starts to loop."""
+    firsts = []
+    for row in blocks_NxT:
+        seen, first = set(), len(row)
+        for j, gram in enumerate(zip(*(row[i:] for i in range(n)))):
+            if gram in seen:
+                first = j
+                break
+            seen.add(gram)
+        firsts.append(first)
+    return float(np.median(firsts))
+
+
 def unigram_entropy(blocks_NxT: np.ndarray, vocab_size: int) -> float:
     """Entropy (bits) of the token frequencies of the blocks."""
     counts = np.bincount(blocks_NxT.ravel(), minlength=vocab_size).astype(float)
     p = counts[counts > 0] / counts.sum()
     return float(max(0.0, -(p * np.log2(p)).sum()))  # max: no "-0.0" for a single token
+
+
+def unigram_perplexity(train_NxT: np.ndarray, test_MxT: np.ndarray, vocab_size: int) -> float:
+    """Perplexity of the test blocks under the training blocks' token frequencies (add-one smoothed),
+    over the tokens :func:`collapse.lm.perplexity` predicts (all but each block's first): the
+    baseline of a model that has learnt which tokens are common and nothing of their order."""
+    counts = np.bincount(train_NxT.ravel(), minlength=vocab_size) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(np.exp(-log_p[test_MxT[:, 1:]].mean()))
+
+
+def corpus_words(lines: list[str]) -> frozenset[str]:
+    """The whitespace-separated words of a corpus's text."""
+    return frozenset(word for line in lines for word in line.split())
+
+
+def word_share(tokenizer, blocks_NxT: np.ndarray, words: frozenset[str]) -> float:
+    """Share of the words of the decoded blocks that are words of ``words``. Each block's first and
+    last word are left out: a 64-token cut may split them."""
+    inner = [w for row in blocks_NxT for w in text.decode(tokenizer, row).split()[1:-1]]
+    return sum(w in words for w in inner) / max(len(inner), 1)
 
 
 def rare_token_blocks(train_NxT: np.ndarray, test_MxT: np.ndarray, vocab_size: int, fraction: float = 0.1) -> np.ndarray:
@@ -194,9 +341,11 @@ class Instruments:
 def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: ResultsStore | None = None) -> dict:
     """Measure every generation of a finished run. Arrays over generations ``G``:
     ``test_nll`` (G × test blocks), ``judged_nll`` (G × n_judged: generation-0 model on each
-    generation's data), ``distinct_1/2/3``, ``repetition``, ``entropy`` (G,), ``examples``
-    (G × n_examples × 64 tokens), ``rare`` (mask of test blocks), ``valid_ppl`` and
-    ``train_loss`` (G × epochs), ``best_epoch`` (G,)."""
+    generation's data), ``distinct_1/2/3``, ``repetition``, ``entropy``, ``corpus_words`` (G,),
+    ``examples`` (G × n_examples × 64 tokens), ``valid_ppl`` and ``train_loss`` (G × epochs),
+    ``best_epoch`` (G,); and ``start_test_nll`` (the starting model's, before fine-tuning: the
+    zero-shot perplexity), ``unigram_ppl``, ``rare`` (mask of test blocks) and the same text
+    statistics of the real training blocks (``real_*``)."""
     store = store or ResultsStore()
     key = _analysis_key(config, instruments, data)
     run_dir = run_folder(config, data, store)
@@ -206,8 +355,10 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
         require_finished(run_dir, config.n_generations)
         judge = run_dir.load_generation(0)["params"]
         prompts = data.test[: instruments.n_examples]
+        words = corpus_words(data.corpus.train)
         out = {k: [] for k in ("test_nll", "judged_nll", "distinct_1", "distinct_2", "distinct_3", "repetition",
-                               "entropy", "examples", "valid_ppl", "train_loss", "best_epoch")}
+                               "first_repeat", "entropy", "corpus_words", "examples", "valid_ppl", "train_loss",
+                               "best_epoch")}
         for n in range(config.n_generations + 1):
             record = run_dir.load_generation(n)
             samples = record["samples"][: instruments.n_judged or None]
@@ -216,17 +367,25 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
             for k in (1, 2, 3):
                 out[f"distinct_{k}"].append(distinct_n(samples, k))
             out["repetition"].append(repetition_rate(samples))
+            out["first_repeat"].append(tokens_before_repeat(samples))
             out["entropy"].append(unigram_entropy(samples, config.model.vocab_size))
+            out["corpus_words"].append(word_share(data.tokenizer, samples, words))
             out["examples"].append(np.asarray(decoding.generate(record["params"], config.model, config.decode, prompts)))
             for k in ("valid_ppl", "train_loss", "best_epoch"):
                 out[k].append(record["metrics"][k])
         result = {k: np.asarray(v) for k, v in out.items()}
+        start = initial_params(config, data, store=store, progress=False)
+        result["start_test_nll"] = lm.sequence_nll(start, config.model, data.test)
+        result["unigram_ppl"] = unigram_perplexity(data.train, data.test, config.model.vocab_size)
         result["rare"] = rare_token_blocks(real, data.test, config.model.vocab_size, instruments.rare_fraction)
-        result["real_judged_nll"] = lm.sequence_nll(judge, config.model, real[: instruments.n_judged or None])
+        judged_real = real[: instruments.n_judged or None]
+        result["real_judged_nll"] = lm.sequence_nll(judge, config.model, judged_real)
         for k in (1, 2, 3):
-            result[f"real_distinct_{k}"] = distinct_n(real, k)
-        result["real_repetition"] = repetition_rate(real)
-        result["real_entropy"] = unigram_entropy(real, config.model.vocab_size)
+            result[f"real_distinct_{k}"] = distinct_n(judged_real, k)
+        result["real_repetition"] = repetition_rate(judged_real)
+        result["real_first_repeat"] = tokens_before_repeat(judged_real)
+        result["real_entropy"] = unigram_entropy(judged_real, config.model.vocab_size)
+        result["real_corpus_words"] = word_share(data.tokenizer, judged_real, words)
         return result
 
     return store.cached("lm-analysis", ANALYSIS_VERSION, key, compute)
@@ -247,11 +406,67 @@ def summarise(analysis: dict) -> dict:
     floats = lambda a: [float(x) for x in np.ravel(a)]  # noqa: E731
     return {
         "test_ppl": floats(np.exp(test_nll.mean(axis=1))),
+        "zero_shot_ppl": float(np.exp(analysis["start_test_nll"].mean())),
+        "unigram_ppl": float(analysis["unigram_ppl"]),
         "rare_ppl": floats(np.exp(test_nll[:, rare].mean(axis=1))),
         "common_ppl": floats(np.exp(test_nll[:, ~rare].mean(axis=1))),
         "judged_ppl_median": floats(np.exp(np.median(analysis["judged_nll"], axis=1))),
-        **{k: floats(analysis[k]) for k in ("distinct_1", "distinct_2", "distinct_3", "repetition", "entropy", "best_epoch")},
+        **{k: floats(analysis[k]) for k in ("distinct_1", "distinct_2", "distinct_3", "repetition", "first_repeat",
+                                             "entropy", "corpus_words", "best_epoch")},
+        **{k: float(analysis[k]) for k in ("real_distinct_2", "real_repetition", "real_first_repeat", "real_entropy",
+                                            "real_corpus_words")},
     }
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def over_seeds(summaries: dict, setting: "Setting", seeds, name: str) -> np.ndarray:
+    """seeds × generations of one summary series of one setting."""
+    return np.array([summaries[setting.name, s][name] for s in seeds])
+
+
+def competence(summary: dict) -> dict:
+    """Is generation 0 a competent language model? From one chain's summary:
+
+    * ``far_below_unigram``: its test perplexity is at most half that of the training tokens'
+      frequencies alone (``unigram_ppl``);
+    * ``real_words``: at least 90 % of the words it writes are words of the corpus;
+    * ``loops_early``: half of its continuations repeat a 3-gram within their first 16 tokens.
+    """
+    ppl_0 = summary["test_ppl"][0]
+    return {
+        "ppl_0": ppl_0, "zero_shot": summary["zero_shot_ppl"], "unigram": summary["unigram_ppl"],
+        "far_below_unigram": bool(ppl_0 <= summary["unigram_ppl"] / 2),
+        "real_words": bool(summary["corpus_words"][0] >= 0.9),
+        "loops_early": bool(summary["first_repeat"][0] < 16),
+        "fine_tuning_helped": bool(ppl_0 < summary["zero_shot_ppl"]),
+    }
+
+
+def drift(summaries: dict, chapter: "LMChapter") -> dict:
+    """The two paper settings compared over the chapter's seeds.
+
+    ``rise``: last-generation minus generation-0 test perplexity, per setting (one per seed);
+    ``rose``: the seeds in which it rose without original data; ``kept_lower``: the seeds in
+    which keeping 10 % real data rose less than using none.
+    """
+    replace, mix = chapter.settings
+    rise = {s.name: (lambda p: p[:, -1] - p[:, 0])(over_seeds(summaries, s, chapter.seeds, "test_ppl"))
+            for s in chapter.settings}
+    return {
+        "rise": rise,
+        "rose": int((rise[replace.name] > 0).sum()),
+        "kept_lower": int((rise[mix.name] < rise[replace.name]).sum()),
+        "n_seeds": len(chapter.seeds),
+    }
+
+
+def seeds_phrase(k: int, n: int) -> str:
+    """"in every seed", "in no seed" or "in k of the n seeds"."""
+    if n == 1:
+        return "in the one seed run" if k else "not in the one seed run"
+    return "in every seed" if k == n else "in no seed" if k == 0 else f"in {k} of the {n} seeds"
 
 
 # --------------------------------------------------------------------------- the chapter
@@ -259,17 +474,28 @@ def summarise(analysis: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One of the paper's two protocols."""
+    """One protocol of the chapter: the data regime, epochs and repetition penalty of every generation."""
 
     name: str  # what the chapter calls it
     regime: str  # replace / accumulate / mix(alpha)
     epochs: int  # training epochs of every generation
+    repetition_penalty: float = 1.0  # of the beam search that writes the next generation's data (1 = none)
+
+    def __post_init__(self) -> None:
+        Regime.parse(self.regime)
+        check_int("epochs", self.epochs, minimum=1)
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty={self.repetition_penalty!r} must be > 0")
 
 
+# The paper's two settings (Fig. 1b,c): its text names no repetition penalty for them.
 PAPER_SETTINGS = (
     Setting("5 epochs, no original data", "replace", 5),
     Setting("10 epochs, 10% original data", "mix(0.1)", 10),
 )
+PENALTY_2 = Setting("5 epochs, no original data, penalty 2", "replace", 5, 2.0)  # the paper's "Ablation: Repetitions"
+PENALTY_3 = Setting("5 epochs, no original data, penalty 3", "replace", 5, 3.0)  # the released main.py's generate() call
+ACCUMULATE = Setting("5 epochs, accumulating all data", "accumulate", 5)  # Gerstgrasser et al. 2024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,18 +503,21 @@ class LMChapter:
     """What chapter 4 runs at one profile."""
 
     profile: str = "cpu"  # ci / cpu / paper
-    seeds: tuple[int, ...] = (0,)  # one chain per seed and setting
-    corpus: str = "wikitext-2"  # the main corpus (wikitext-2 or brown)
-    compare_corpus: str = "brown"  # the second corpus, under the first setting, first seed
-    init: str = "scratch"  # "opt-125m" (the paper: fine-tuning) or "scratch"
+    seeds: tuple[int, ...] = (0,)  # one chain per seed and main setting
+    corpus: str = "wikitext-2"  # the fine-tuning corpus (wikitext-2 or brown); the other is pretraining text
+    init: str = "pretrained"  # "opt-125m" (the paper's model), "pretrained" (pretrained here) or "scratch"
     model_preset: str = "cpu"  # opt.PRESETS name (opt-125m's sizes when init="opt-125m")
-    vocab_size: int = 4096  # of the BPE trained when init="scratch"
-    n_train: int = 1024  # real training blocks (0 = all)
-    n_valid: int = 256  # validation blocks (0 = all)
+    vocab_size: int = 4096  # of the BPE trained when init is not "opt-125m"
+    n_train: int = 256  # real training blocks fine-tuned on and continued every generation (0 = all)
+    n_valid: int = 256  # validation blocks that choose the best epoch (0 = all)
     n_generations: int = 5  # after generation 0
-    settings: tuple[Setting, ...] = PAPER_SETTINGS
-    train: lm.TrainConfig = lm.TrainConfig(learning_rate=2e-3, warmup=0.05, weight_decay=0.01, batch_size=64)  # epochs come from the setting
-    decode: decoding.DecodeConfig = decoding.DecodeConfig()  # the paper's: 5 beams, penalty 3.0, 64 new tokens
+    settings: tuple[Setting, ...] = PAPER_SETTINGS  # run with every seed
+    extra_settings: tuple[Setting, ...] = (PENALTY_2,)  # ablations, run with the first seed only
+    # Fine-tuning: a quarter of the pretraining's peak step (1e-3 moved a generation's test perplexity 92 -> 145 in
+    # one generation, 2e-4 by 2 %, at cpu sizes); the epochs come from the setting.
+    train: lm.TrainConfig = lm.TrainConfig(learning_rate=5e-4, warmup=0.05, weight_decay=0.01, batch_size=64)
+    decode: decoding.DecodeConfig = decoding.DecodeConfig(repetition_penalty=1.0)  # 5 beams, 64 new tokens; the penalty comes from the setting
+    pretraining: Pretraining = Pretraining()  # of the "pretrained" start
     instruments: Instruments = Instruments()
 
     def __post_init__(self) -> None:
@@ -296,7 +525,6 @@ class LMChapter:
         for seed in self.seeds:
             check_seed("seeds[...]", seed)
         check_choice("corpus", self.corpus, text.CORPORA)
-        check_choice("compare_corpus", self.compare_corpus, text.CORPORA)
         check_choice("init", self.init, INITS)
         check_choice("model_preset", self.model_preset, tuple(opt.PRESETS))
         check_int("vocab_size", self.vocab_size, minimum=260)  # 256 bytes + 4 special tokens
@@ -305,19 +533,27 @@ class LMChapter:
         check_int("n_generations", self.n_generations, minimum=1)
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
-        for setting in self.settings:
-            Regime.parse(setting.regime)
+        names = [s.name for s in self.settings + self.extra_settings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"settings must have distinct names, not {names}")
 
     @property
     def seed(self) -> int:
         """The page's seed: the first of :attr:`seeds`."""
         return self.seeds[0]
 
+    def model(self) -> opt.OPTConfig:
+        return opt.OPTConfig() if self.init == "opt-125m" else opt.preset(self.model_preset, self.vocab_size)
+
     def describe(self, data: LMData | None = None) -> str:
-        model = opt.OPTConfig() if self.init == "opt-125m" else opt.preset(self.model_preset, self.vocab_size)
-        tokenizer = "GPT-2" if self.init == "opt-125m" else "byte-level BPE trained on the training split"
-        start = ("the published OPT-125m weights (fine-tuning, as the paper)" if self.init == "opt-125m" else
-                 "one random initialisation (training from scratch; the paper fine-tunes OPT-125m)")
+        model = self.model()
+        tokenizer = ("GPT-2" if self.init == "opt-125m" else
+                     "byte-level BPE trained on the training text" + (" of both corpora" if self.init == "pretrained" else ""))
+        start = {"opt-125m": "the published OPT-125m weights (fine-tuning, as the paper)",
+                 "pretrained": (f"a model pretrained here for {self.pretraining.steps:,} steps of "
+                                f"{self.pretraining.train.batch_size} blocks on general text (the paper fine-tunes "
+                                "the pretrained OPT-125m)"),
+                 "scratch": "one random initialisation (training from scratch; the paper fine-tunes OPT-125m)"}[self.init]
         if data is None:
             where, n_train, sizes = f"{self.corpus}", self.n_train, ""
         else:
@@ -328,23 +564,28 @@ class LMChapter:
             where, n_train = f"{data.corpus.name}, {release}", len(data.train[: self.n_train or None])
             sizes = (f"; the corpus's whole training split is {len(data.train):,} blocks here. Test perplexity is "
                      f"measured on all {len(data.test):,} blocks of the real test split")
+            if self.init == "pretrained":
+                config = self.run_config(data, self.settings[0], self.seed)
+                n_pre = len(pretraining_blocks(config, data))
+                general = f" and the {data.general_name} corpus's training split" if data.general_name else ""
+                sizes += (f". The pretraining text is the rest of the training split{general}: {n_pre:,} blocks "
+                          f"({n_pre * 64 / 1e6:.1f} M tokens), none of them fine-tuned on")
         return executed_note(
-            f"profile `{self.profile}`, seeds {list(self.seeds)}, on {where}. Every generation trains a "
+            f"profile `{self.profile}`, seeds {list(self.seeds)}, on {where}. Generation 0 is a "
             f"{model.n_layers}-layer OPT decoder of width {model.d_model} ({model.n_params() / 1e6:.2f} M parameters, "
-            f"vocabulary {model.vocab_size:,} of the {tokenizer} tokenizer) from {start} on {n_train:,} real 64-token "
-            f"blocks ({n_train * 64:,} tokens); {self.n_generations} generations follow generation 0{sizes}.",
+            f"vocabulary {model.vocab_size:,} of the {tokenizer} tokenizer), started from {start} and fine-tuned on "
+            f"{n_train:,} real 64-token blocks ({n_train * 64:,} tokens); {self.n_generations} generations follow "
+            f"generation 0{sizes}.",
             data.notice if data is not None else None,
         )
 
     def run_config(self, data: LMData, setting: Setting, seed: int) -> LMRun:
-        if self.init == "opt-125m":
-            model, tokenizer = opt.OPTConfig(), "gpt2"
-        else:
-            model, tokenizer = opt.preset(self.model_preset, self.vocab_size), f"bpe-{self.vocab_size}"
+        tokenizer = "gpt2" if self.init == "opt-125m" else f"bpe-{self.vocab_size}"
         return LMRun(
-            data.corpus.name, data.corpus.release, tokenizer, self.n_train, self.n_valid, model, self.init,
-            dataclasses.replace(self.train, epochs=setting.epochs), self.decode, self.n_generations,
-            Regime.parse(setting.regime), seed,
+            data.corpus.name, data.corpus.release, tokenizer, self.n_train, self.n_valid, self.model(), self.init,
+            dataclasses.replace(self.train, epochs=setting.epochs),
+            dataclasses.replace(self.decode, repetition_penalty=setting.repetition_penalty), self.n_generations,
+            Regime.parse(setting.regime), seed, self.pretraining if self.init == "pretrained" else None,
         )
 
 
@@ -352,31 +593,36 @@ def chapter_config(profile: str, seed: int = 0, corpus: str = "wikitext-2", init
     """The sizes of chapter 4 at ``profile``: same code, different numbers. The profile's
     ``n`` chains run seeds ``seed, seed + 1, …, seed + n - 1``."""
     check_chapter(profile, seed)
-    other = "brown" if corpus == "wikitext-2" else "wikitext-2"
     if profile == "ci":
         return LMChapter(
-            profile, (seed,), corpus, other, init or "scratch", "ci", vocab_size=1024, n_train=128, n_valid=64,
+            profile, (seed, seed + 1), corpus, init or "pretrained", "ci", vocab_size=1024, n_train=128, n_valid=64,
             n_generations=2, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, weight_decay=0.01, batch_size=32),
-            decode=decoding.DecodeConfig(max_new_tokens=64, min_new_tokens=64, num_beams=5),
             settings=(Setting("5 epochs, no original data", "replace", 2), Setting("10 epochs, 10% original data", "mix(0.1)", 3)),
+            extra_settings=(Setting("5 epochs, no original data, penalty 2", "replace", 2, 2.0),),
+            pretraining=Pretraining(steps=60, segment=20, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, batch_size=32)),
             instruments=Instruments(n_judged=128),
         )
     if profile == "cpu":
-        return LMChapter(profile, (seed,), corpus, other, init or "scratch")
+        return LMChapter(profile, (seed, seed + 1), corpus, init or "pretrained")
     return LMChapter(
-        profile, tuple(seed + k for k in range(5)), corpus, other, init or "opt-125m", "opt-125m", n_train=0, n_valid=0,
-        n_generations=9, train=lm.TrainConfig(learning_rate=5e-5, batch_size=128), instruments=Instruments(n_judged=0),
+        profile, tuple(seed + k for k in range(5)), corpus, init or "opt-125m", "opt-125m", n_train=0, n_valid=0,
+        n_generations=9, extra_settings=(PENALTY_2, PENALTY_3, ACCUMULATE),
+        # The released main.py's defaults (AdamW, 2e-5, batch 128); its schedule is in plt_model.py, not released.
+        train=lm.TrainConfig(learning_rate=2e-5, batch_size=128), instruments=Instruments(n_judged=0),
     )
 
 
 def run_chapter(chapter: LMChapter, data: LMData, *, settings=None, seeds=None, store=None, progress=True) -> dict:
-    """Train and measure every (setting, seed): ``{(setting name, seed): (run config, analysis)}``."""
+    """Train and measure every (setting, seed): ``{(setting name, seed): (run config, analysis)}``.
+    By default the main settings with every seed, then the extra settings with the first seed."""
+    pairs = ([(s, seed) for s in chapter.settings for seed in chapter.seeds]
+             + [(s, chapter.seed) for s in chapter.extra_settings]) if settings is None else \
+        [(s, seed) for s in settings for seed in (seeds or chapter.seeds)]
     out = {}
-    for setting in settings or chapter.settings:
-        for seed in seeds or chapter.seeds:
-            config = chapter.run_config(data, setting, seed)
-            run(config, data, store=store, progress=progress)
-            out[setting.name, seed] = (config, analyse(config, chapter.instruments, data, store=store))
+    for setting, seed in pairs:
+        config = chapter.run_config(data, setting, seed)
+        run(config, data, store=store, progress=progress)
+        out[setting.name, seed] = (config, analyse(config, chapter.instruments, data, store=store))
     return out
 
 
@@ -396,8 +642,8 @@ def record_is_current(record: dict) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Run chapter 4's experiment at a profile outside the book (a GPU host), and record its summary.
 
-    ``python -m collapse.lm_experiment --profile paper --seed 0 --record`` trains both settings
-    (resuming finished generations) and writes ``chapters/recorded/lm-paper-<corpus>-seed<k>.json``
+    ``python -m collapse.lm_experiment --profile paper --seed 0 --record`` trains every setting of
+    the profile, the ablations included, with that seed (resuming finished generations) and writes ``chapters/recorded/lm-paper-<corpus>-seed<k>.json``
     after each, so a run cut short keeps what it finished.
     """
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
@@ -418,7 +664,7 @@ def main(argv: list[str] | None = None) -> None:
     if data.notice:
         print("warning:", data.notice)
     record = records.new(chapter, config_args, corpus=data.corpus.name, release=data.corpus.release, settings={})
-    for setting in chapter.settings:
+    for setting in chapter.settings + chapter.extra_settings:
         start = time.perf_counter()
         (config, analysis), = run_chapter(chapter, data, settings=[setting], seeds=[args.seed], progress=not args.quiet).values()
         record["settings"][setting.name] = {"seconds": time.perf_counter() - start, "run": to_dict(config), **summarise(analysis)}
@@ -427,6 +673,7 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
         if args.record:
             records.write(path, record)
+
 
 if __name__ == "__main__":
     main()

@@ -65,8 +65,8 @@ from .store import DamagedEntry, locked
 PyTree = Any
 
 #: Every named random stream (see the module notes); :func:`stream_key` accepts no other name.
-STREAMS = ("vae/analysis", "vae/classifier", "lm/init", "regression/design", "fairness/population", "mixtures/figures",
-           "mixtures/em-check", "mixtures/test")
+STREAMS = ("vae/analysis", "vae/classifier", "lm/init", "lm/pretrain", "regression/design", "fairness/population",
+           "mixtures/figures", "mixtures/em-check", "mixtures/test")
 
 #: Bumped when the derivation of the streams changes, so records made before say so.
 STREAMS_VERSION = 1

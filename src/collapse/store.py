@@ -278,6 +278,11 @@ class RunDir:
     def set_aside_generation(self, n: int, why: str) -> None:
         set_aside(self._generation(n), why)
 
+    def remove_generation(self, n: int) -> None:
+        """Delete generation ``n`` (a checkpoint a later one supersedes). Only process 0 deletes."""
+        if is_writer():
+            shutil.rmtree(self._generation(n), ignore_errors=True)
+
     def save_generation(self, n: int, *, params: Any, samples: np.ndarray, metrics: dict) -> None:
         def fill(scratch: Path) -> None:
             save_pytree(scratch, "params", params)
