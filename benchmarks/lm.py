@@ -6,7 +6,7 @@ Both use the same configuration, batch and decoding settings:
   clipping (the library: :func:`collapse.lm.step`, jitted, donated state; the reference:
   ``OPTForCausalLM(labels=...)``, ``torch.optim.AdamW``, ``clip_grad_norm_``), tokens/s;
 * generation: 64 new tokens per 64-token prompt by 5-way beam search with repetition
-  penalty 3.0 and ``min_new_tokens=64`` (the paper's data generation; the library:
+  penalty 3.0 and ``min_new_tokens=64`` (the released code's data generation; the library:
   :func:`collapse.decoding.beam_search`; the reference: ``generate()``), new tokens/s.
 
 Model-FLOPs utilisation of training is ``6 N + 12 L T d`` FLOPs per token (N: parameters

@@ -6,6 +6,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from collapse import decoding, lm, lm_experiment, opt, text
@@ -204,11 +205,32 @@ def test_training_lowers_the_loss_and_keeps_the_best_epoch():
     assert lm.perplexity(params, config, blocks[:16]) == pytest.approx(min(history["valid_ppl"]), rel=1e-5)
 
 
+def test_micro_batches_take_the_same_step_as_one_batch(monkeypatch):
+    config = opt.preset("tiny", 32, dropout=0.0)
+    blocks = jnp.asarray(np.random.default_rng(0).integers(3, 32, size=(16, 16)).astype(np.int32))
+    tx = optax.sgd(1.0)  # the update is the gradient itself (Adam's first step is its sign: unstable near 0)
+    stepped = {}
+    for micro in (16, 4):
+        monkeypatch.setattr(lm, "eval_batch_size", lambda config, block_size, micro=micro: micro)
+        jax.clear_caches()  # the step is traced again with this micro-batch size
+        params = opt.init(config, jax.random.key(1))
+        state = lm.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+        stepped[micro] = lm.step(state, blocks, jax.random.key(2), config=config, tx=tx)
+    (one, loss_one), (four, loss_four) = stepped[16], stepped[4]
+    assert float(loss_one["loss"]) == pytest.approx(float(loss_four["loss"]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)  # summation order differs
+    moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.params),
+                                                               jax.tree.leaves(opt.init(config, jax.random.key(1)))))
+    assert moved > 1e-3  # the step did move the parameters, so the comparison means something
+
+
 SHARDED = textwrap.dedent(
     """
     import sys, jax, numpy as np
     from collapse import lm, opt
     config = opt.preset("tiny", 32)
+    lm.eval_batch_size = lambda config, block_size: 4  # four micro-batches per step, each across every device
     blocks = np.random.default_rng(0).integers(3, 32, size=(64, 16)).astype(np.int32)
     params, history = lm.train(config, lm.TrainConfig(learning_rate=3e-3, batch_size=16, epochs=2), jax.random.key(0),
                                blocks, blocks[:20], init_params=opt.init(config, jax.random.key(1)), progress=False)

@@ -69,9 +69,41 @@ def token_nll(params: OPTParams, config: OPTConfig, blocks_BxT, key=None) -> jax
     return optax.softmax_cross_entropy_with_integer_labels(logits, blocks_BxT[:, 1:])
 
 
+def eval_batch_size(config: OPTConfig, block_size: int) -> int:
+    """Blocks per scoring batch. On CPU, as many as keep the batch's float32 logits (B × T × V)
+    within 16 MiB, about the last-level cache: at the cpu preset (V = 4,096, T = 64) 16 blocks
+    score 52 k tokens/s against 35 k with 256 (2-core EPYC, best of 3). Elsewhere 256. Always a
+    multiple of the device count (the batch is sharded)."""
+    devices = jax.device_count()
+    if jax.default_backend() != "cpu":
+        return 256 * devices
+    fit = 2**22 // (block_size * config.vocab_size)
+    return max(1, fit // devices) * devices
+
+
 @functools.partial(jax.jit, static_argnames=("config", "tx"), donate_argnames=("state",))
 def step(state: TrainState, blocks_BxT, key, *, config: OPTConfig, tx) -> tuple[TrainState, dict]:
-    loss, grads = jax.value_and_grad(lambda p: token_nll(p, config, blocks_BxT, key).mean())(state.params)
+    """One AdamW step on the mean token cross-entropy of the batch.
+
+    On CPU the gradient is summed over micro-batches of :func:`eval_batch_size` blocks (a
+    ``lax.scan``), so that each one's logits stay in cache: at the cpu preset, batch 64 trains
+    at 12.2 k tokens/s in four micro-batches against 10.0 k in one (2-core EPYC, best of 3).
+    Micro-batch ``c`` holds rows ``c, c + C, c + 2C, …`` (``C`` micro-batches), so each spans
+    every device when the batch is sharded; its dropout key is ``fold_in(key, c)``.
+    """
+    b, t = blocks_BxT.shape
+    micro = eval_batch_size(config, t)
+    chunks = b // micro if b % micro == 0 and b > micro else 1
+    parts_CxMxT = blocks_BxT.reshape(b // chunks, chunks, t).swapaxes(0, 1)
+
+    def accumulate(total, inputs):
+        c, part = inputs
+        loss, grads = jax.value_and_grad(lambda p: token_nll(p, config, part, jax.random.fold_in(key, c)).mean())(state.params)
+        return jax.tree.map(jnp.add, total, (loss, grads)), None
+
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+    (loss, grads), _ = jax.lax.scan(accumulate, zero, (jnp.arange(chunks), parts_CxMxT))
+    loss, grads = jax.tree.map(lambda x: x / chunks, (loss, grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, state.step + 1), {"loss": loss}
@@ -82,13 +114,14 @@ def _sequence_nll(params, blocks_BxT, *, config):
     return token_nll(params, config, blocks_BxT).mean(axis=1)
 
 
-def sequence_nll(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def sequence_nll(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """Mean negative log-likelihood of each block (its perplexity is ``exp`` of it): ``N``."""
+    batch_size = batch_size or eval_batch_size(config, blocks_NxT.shape[1])
     nll = map_batches(lambda b, rows: _sequence_nll(params, rows, config=config), blocks_NxT, batch_size, shard=True)
     return nll.astype(np.float32)
 
 
-def perplexity(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, batch_size: int = 256) -> float:
+def perplexity(params: OPTParams, config: OPTConfig, blocks_NxT: np.ndarray, batch_size: int | None = None) -> float:
     """``exp`` of the mean token negative log-likelihood (all blocks have the same length).
 
     Equation ``eq-lm-perplexity`` of ``chapters/lm.md``.

@@ -41,7 +41,7 @@ from .runner import generation_zero_dir, require_finished, run_generations, stre
 from .store import DamagedEntry, ResultsStore, RunDir, array_digest, locked
 
 VERSION = "2"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model)
-ANALYSIS_VERSION = "3"  # of the measurements: bump when analyse() changes (runs are kept)
+ANALYSIS_VERSION = "4"  # of the measurements: bump when analyse() changes (runs are kept)
 INITS = ("scratch", "pretrained", "opt-125m")
 
 
@@ -374,8 +374,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
             for k in ("valid_ppl", "train_loss", "best_epoch"):
                 out[k].append(record["metrics"][k])
         result = {k: np.asarray(v) for k, v in out.items()}
-        start = initial_params(config, data, store=store, progress=False)
-        result["start_test_nll"] = lm.sequence_nll(start, config.model, data.test)
+        result["start_test_nll"] = zero_shot_nll(config, data, store=store)
         result["unigram_ppl"] = unigram_perplexity(data.train, data.test, config.model.vocab_size)
         result["rare"] = rare_token_blocks(real, data.test, config.model.vocab_size, instruments.rare_fraction)
         judged_real = real[: instruments.n_judged or None]
@@ -389,6 +388,21 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
         return result
 
     return store.cached("lm-analysis", ANALYSIS_VERSION, key, compute)
+
+
+def zero_shot_nll(config: LMRun, data: LMData, *, store: ResultsStore | None = None) -> np.ndarray:
+    """Each test block's mean negative log-likelihood under the starting model, before any fine-tuning;
+    computed once for every run that starts from the same model."""
+    store = store or ResultsStore()
+    key = {"model": config.model, "init": config.init, "pretraining": config.pretraining,
+           "seed": config.seed if config.init == "scratch" else None,  # only a random init depends on the seed
+           "data": array_digest(data.test, pretraining_blocks(config, data) if config.init == "pretrained" else data.test[:0])}
+
+    def compute():
+        start = initial_params(config, data, store=store, progress=False)
+        return {"nll": lm.sequence_nll(start, config.model, data.test)}
+
+    return store.cached("lm-zero-shot", ANALYSIS_VERSION, key, compute)["nll"]
 
 
 def _analysis_key(config: LMRun, instruments: Instruments, data: LMData) -> dict:

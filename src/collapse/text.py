@@ -261,5 +261,7 @@ def to_blocks(tokenizer, lines: list[str], *, bos_id: int, block_size: int = 64)
     return ids[: n * block_size].reshape(n, block_size)
 
 
-def decode(tokenizer, ids, *, skip: tuple[int, ...] = (0, 1, 2, 3)) -> str:
-    return tokenizer.decode([int(i) for i in ids if int(i) not in skip])
+def decode(tokenizer, ids, *, skip: tuple[int, ...] = (0, 1, 2)) -> str:
+    """The text of token ids, without BOS, padding and EOS. ``<unk>`` (id 3) is kept: the tokenized
+    WikiText-2 release writes its rare words as ``<unk>``, so a model trained on it writes them too."""
+    return tokenizer.decode([int(i) for i in ids if int(i) not in skip], skip_special_tokens=False)
