@@ -164,13 +164,14 @@ def run_steps(
     return state, losses
 
 
-def _check_batches(config: TrainConfig, n_blocks: int) -> int:
+def full_batches(config: TrainConfig, n_blocks: int) -> int:
+    """Full batches per epoch of ``n_blocks`` blocks; refuses a batch that the devices cannot share or the blocks cannot fill."""
     if config.batch_size % jax.device_count():
         raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices")
-    steps_per_epoch = n_blocks // config.batch_size
-    if steps_per_epoch == 0:
+    n = n_blocks // config.batch_size
+    if n == 0:
         raise ValueError(f"{n_blocks} training blocks are fewer than one batch ({config.batch_size})")
-    return steps_per_epoch
+    return n
 
 
 def train(
@@ -182,7 +183,7 @@ def train(
 
     Each epoch visits the blocks in a fresh random order in full batches (:func:`run_steps`).
     """
-    steps_per_epoch = _check_batches(config, len(blocks_NxT))
+    steps_per_epoch = full_batches(config, len(blocks_NxT))
     total = steps_per_epoch * config.epochs
     state = init_state(config, init_params, total)
     history = {"train_loss": [], "valid_ppl": []}

@@ -160,7 +160,7 @@ def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, 
     """
     pre = config.pretraining
     blocks = pretraining_blocks(config, data)
-    steps_per_epoch = lm._check_batches(pre.train, len(blocks))  # noqa: SLF001 (same checks as training)
+    steps_per_epoch = lm.full_batches(pre.train, len(blocks))  # refused here, before any step, if too few
     store = store or ResultsStore()
     run_dir = store.run_dir("lm-pretrain", VERSION, {"model": config.model, "pretraining": pre,
                                                      "data": array_digest(blocks)})
