@@ -217,12 +217,15 @@ def test_micro_batches_take_the_same_step_as_one_batch(monkeypatch):
         state = lm.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
         stepped[micro] = lm.step(state, blocks, jax.random.key(2), config=config, tx=tx)
     (one, loss_one), (four, loss_four) = stepped[16], stepped[4]
-    assert float(loss_one["loss"]) == pytest.approx(float(loss_four["loss"]), rel=1e-5)
-    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)  # summation order differs
-    moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one.params),
-                                                               jax.tree.leaves(opt.init(config, jax.random.key(1)))))
-    assert moved > 1e-3  # the step did move the parameters, so the comparison means something
+    assert float(loss_one["loss"]) == pytest.approx(float(loss_four["loss"]), rel=1e-4)
+    start = opt.init(config, jax.random.key(1))
+    for a, b, p in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params), jax.tree.leaves(start)):
+        step_one, step_four = np.asarray(a) - np.asarray(p), np.asarray(b) - np.asarray(p)
+        # Within 1 % of the leaf's largest step: XLA's SSE4.2 kernels differ by up to 0.2 % between the two
+        # shapes (AVX-512: 1e-6), while a lost micro-batch or a missing 1/C would be off by 25 % or more.
+        np.testing.assert_allclose(step_four, step_one, atol=1e-2 * np.abs(step_one).max() + 1e-9)
+    assert max(np.abs(np.asarray(a) - np.asarray(p)).max() for a, p in
+               zip(jax.tree.leaves(one.params), jax.tree.leaves(start))) > 1e-3  # the step moved the parameters
 
 
 SHARDED = textwrap.dedent(
