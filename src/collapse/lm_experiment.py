@@ -561,8 +561,8 @@ class LMChapter:
 
     def describe(self, data: LMData | None = None) -> str:
         model = self.model()
-        tokenizer = ("GPT-2" if self.init == "opt-125m" else
-                     "byte-level BPE trained on the training text" + (" of both corpora" if self.init == "pretrained" else ""))
+        tokenizer = ("GPT-2's tokenizer" if self.init == "opt-125m" else
+                     "a byte-level BPE trained on the training text" + (" of both corpora" if self.init == "pretrained" else ""))
         start = {"opt-125m": "the published OPT-125m weights (fine-tuning, as the paper)",
                  "pretrained": (f"a model pretrained here for {self.pretraining.steps:,} steps of "
                                 f"{self.pretraining.train.batch_size} blocks on general text (the paper fine-tunes "
@@ -587,7 +587,7 @@ class LMChapter:
         return executed_note(
             f"profile `{self.profile}`, seeds {list(self.seeds)}, on {where}. Generation 0 is a "
             f"{model.n_layers}-layer OPT decoder of width {model.d_model} ({model.n_params() / 1e6:.2f} M parameters, "
-            f"vocabulary {model.vocab_size:,} of the {tokenizer} tokenizer), started from {start} and fine-tuned on "
+            f"vocabulary {model.vocab_size:,} of {tokenizer}), started from {start} and fine-tuned on "
             f"{n_train:,} real 64-token blocks ({n_train * 64:,} tokens); {self.n_generations} generations follow "
             f"generation 0{sizes}.",
             data.notice if data is not None else None,
