@@ -212,7 +212,7 @@ def test_micro_batches_take_the_same_step_as_one_batch(monkeypatch):
     stepped = {}
     for micro in (16, 4):
         monkeypatch.setattr(lm, "eval_batch_size", lambda config, block_size, micro=micro: micro)
-        jax.clear_caches()  # the step is traced again with this micro-batch size
+        lm.step.clear_cache()  # the step is traced again with this micro-batch size
         params = opt.init(config, jax.random.key(1))
         state = lm.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
         stepped[micro] = lm.step(state, blocks, jax.random.key(2), config=config, tx=tx)
