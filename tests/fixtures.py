@@ -77,6 +77,24 @@ def write_brown(root: Path, genres=("news", "fiction"), files_per_genre: int = 1
     return folder
 
 
+# --------------------------------------------------------------------------- interruptions
+
+
+def interrupt_call(monkeypatch, module, name: str, at: int, note=lambda args, kwargs: None) -> list:
+    """Make ``module.name`` raise ``KeyboardInterrupt`` on its ``at``-th call (1-based), as a user's
+    Ctrl-C would; every call first appends ``note(args, kwargs)`` to the returned list."""
+    calls, real = [], getattr(module, name)
+
+    def interrupted(*args, **kwargs):
+        calls.append(note(args, kwargs))
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupted)
+    return calls
+
+
 # --------------------------------------------------------------------------- devices
 
 

@@ -13,7 +13,7 @@ from collapse import decoding, lm, lm_experiment, opt, text
 from collapse.config import Regime
 from collapse.store import ResultsStore
 
-from fixtures import run_on_devices, write_brown, write_wikitext
+from fixtures import interrupt_call, run_on_devices, write_brown, write_wikitext
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -258,6 +258,7 @@ def test_early_warning_metrics_on_hand_made_blocks():
     assert lm_experiment.distinct_n(blocks, 1) == 7 / 12
     assert lm_experiment.distinct_n(blocks, 3) == 7 / 8  # (5,6,7) twice; the rest distinct
     assert lm_experiment.repetition_rate(blocks) == 1 / 8
+    assert lm_experiment.tokens_before_repeat(blocks) == 4.5  # median of 3 (the repeat) and 6 (none: whole block)
     assert lm_experiment.unigram_entropy(np.array([[0, 1, 2, 3]]), 8) == pytest.approx(2.0)
     rare = lm_experiment.rare_token_blocks(np.array([[1, 1, 1, 2]]), np.array([[1, 1], [1, 2], [1, 3]]), 4, 0.3)
     np.testing.assert_array_equal(rare, [False, False, True])  # token 3 never seen in training
@@ -280,21 +281,13 @@ def tiny_run(regime="replace"):
 
 
 @pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
-def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, monkeypatch):
-    data = tiny_data(tmp_path)
-    config = tiny_run(regime)
+@pytest.mark.parametrize("init", ["scratch", "pretrained"])
+def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, init, monkeypatch):
+    # Pretrained: generations 1 and 2 of the resumed run start from the stored generation 0.
+    data = with_general(tiny_data(tmp_path))
+    config = tiny_run(regime) if init == "scratch" else tiny_pretrained_run(regime)
     straight = lm_experiment.run(config, data, store=ResultsStore(tmp_path / "a"), progress=False)
-
-    calls = []
-    real_train = lm.train
-
-    def failing_train(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(lm, "train", failing_train)
+    calls = interrupt_call(monkeypatch, lm, "train", at=2)
     store = ResultsStore(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         lm_experiment.run(config, data, store=store, progress=False)
@@ -306,7 +299,7 @@ def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, mon
     run_b = lm_experiment.run_folder(config, data, store)
     for n in range(3):
         np.testing.assert_array_equal(run_a.load_generation(n)["samples"], run_b.load_generation(n)["samples"])
-        assert run_a.load_generation(n)["samples"].shape == (32, 16)
+        assert run_a.load_generation(n)["samples"].shape == (config.n_train, 16)
 
 
 def test_analysis_measures_every_generation(tmp_path):
@@ -354,16 +347,7 @@ def test_interrupted_pretraining_resumes_with_the_same_model(tmp_path, monkeypat
     data = with_general(tiny_data(tmp_path))
     config = tiny_pretrained_run()
     straight = lm_experiment.pretrain(config, data, store=ResultsStore(tmp_path / "a"), progress=False)
-    calls = []
-    real_steps = lm.run_steps
-
-    def failing_steps(*args, **kwargs):
-        calls.append(kwargs["start"])
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_steps(*args, **kwargs)
-
-    monkeypatch.setattr(lm, "run_steps", failing_steps)
+    calls = interrupt_call(monkeypatch, lm, "run_steps", at=2, note=lambda args, kwargs: kwargs["start"])
     store = ResultsStore(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         lm_experiment.pretrain(config, data, store=store, progress=False)
@@ -406,26 +390,6 @@ def test_every_generation_continues_the_original_blocks_and_starts_from_generati
     for got, expected in zip(starts, [pretrained, generation_0, generation_0]):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
             np.testing.assert_array_equal(a, np.asarray(b))
-
-
-def test_a_resumed_run_starts_later_generations_from_the_stored_generation_0(tmp_path, monkeypatch):
-    data = with_general(tiny_data(tmp_path))
-    config = tiny_pretrained_run()
-    store = ResultsStore(tmp_path / "r")
-    straight = lm_experiment.run(config, data, store=ResultsStore(tmp_path / "a"), progress=False)
-    real_train = lm.train
-    calls = []
-
-    def failing_train(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(lm, "train", failing_train)
-    with pytest.raises(KeyboardInterrupt):
-        lm_experiment.run(config, data, store=store, progress=False)
-    assert lm_experiment.run(config, data, store=store, progress=False) == straight
 
 
 def test_chapter_settings_reach_the_run_config():

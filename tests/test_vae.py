@@ -12,7 +12,7 @@ import pytest
 from collapse import vae, vae_experiment
 from collapse.config import Regime
 from collapse.store import ResultsStore
-from fixtures import digit_like_images
+from fixtures import digit_like_images, interrupt_call
 
 TINY = vae.VAEConfig(image_shape=(8, 8), capacity=2, latent_dim=3, batch_size=16, epochs=2)
 
@@ -132,17 +132,9 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path, monkeypatch, r
     config = small_run(regime)
     straight = vae_experiment.run(config, real, store=ResultsStore(tmp_path / "straight"), progress=False)
 
-    calls = {"n": 0}
     original = vae.train
-
-    def crash_on_third_generation(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
     store = ResultsStore(tmp_path / "interrupted")
-    monkeypatch.setattr(vae, "train", crash_on_third_generation)
+    interrupt_call(monkeypatch, vae, "train", at=3)  # in the third generation
     with pytest.raises(KeyboardInterrupt):
         vae_experiment.run(config, real, store=store, progress=False)
     assert vae_experiment.run_folder(config, real, store).finished_generations() == [0, 1]
