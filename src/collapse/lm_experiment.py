@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import decoding, distributed, lm, opt, records, text
 from .chapter import check_chapter, executed_note
-from .config import Regime, check_choice, check_int, check_seed, to_dict
+from .config import Regime, check_choice, check_int, check_positive, check_seed, to_dict
 from .distributed import agree, load_shared
 from .paths import results_dir
 from .runner import generation_zero_dir, require_finished, run_generations, stream_key
@@ -266,30 +266,26 @@ def distinct_n(blocks_NxT: np.ndarray, n: int) -> float:
     return len(np.unique(grams, axis=0)) / len(grams)
 
 
+def _repeated_grams(row_T: np.ndarray, n: int) -> list[bool]:
+    """For each n-gram of a block, in order, whether it already occurred earlier in the block."""
+    seen, repeated = set(), []
+    for gram in zip(*(row_T[i:] for i in range(n))):
+        repeated.append(gram in seen)
+        seen.add(gram)
+    return repeated
+
+
 def repetition_rate(blocks_NxT: np.ndarray, n: int = 3) -> float:
     """Share of n-grams that already occurred earlier in the same block (loops, stutters)."""
-    repeated = total = 0
-    for row in blocks_NxT:
-        seen = set()
-        for gram in zip(*(row[i:] for i in range(n))):
-            repeated += gram in seen
-            seen.add(gram)
-            total += 1
-    return repeated / total
+    flags = [_repeated_grams(row, n) for row in blocks_NxT]
+    return sum(map(sum, flags)) / sum(map(len, flags))
 
 
 def tokens_before_repeat(blocks_NxT: np.ndarray, n: int = 3) -> float:
     """Median, over blocks, of the position of the first n-gram that repeats an earlier one of the
     same block (a block with no repeat counts its whole length): how soon the text starts to loop."""
-    firsts = []
-    for row in blocks_NxT:
-        seen, first = set(), len(row)
-        for j, gram in enumerate(zip(*(row[i:] for i in range(n)))):
-            if gram in seen:
-                first = j
-                break
-            seen.add(gram)
-        firsts.append(first)
+    firsts = [flags.index(True) if True in flags else len(row)
+              for row, flags in ((row, _repeated_grams(row, n)) for row in blocks_NxT)]
     return float(np.median(firsts))
 
 
@@ -466,8 +462,8 @@ def drift(summaries: dict, chapter: "LMChapter") -> dict:
     which keeping 10 % real data rose less than using none.
     """
     replace, mix = chapter.settings
-    rise = {s.name: (lambda p: p[:, -1] - p[:, 0])(over_seeds(summaries, s, chapter.seeds, "test_ppl"))
-            for s in chapter.settings}
+    ppl = {s.name: over_seeds(summaries, s, chapter.seeds, "test_ppl") for s in chapter.settings}
+    rise = {name: p[:, -1] - p[:, 0] for name, p in ppl.items()}
     return {
         "rise": rise,
         "rose": int((rise[replace.name] > 0).sum()),
@@ -498,8 +494,7 @@ class Setting:
     def __post_init__(self) -> None:
         Regime.parse(self.regime)
         check_int("epochs", self.epochs, minimum=1)
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty!r} must be > 0")
+        check_positive("repetition_penalty", self.repetition_penalty)
 
 
 # The paper's two settings (Fig. 1b,c): its text names no repetition penalty for them.
@@ -612,7 +607,7 @@ def chapter_config(profile: str, seed: int = 0, corpus: str = "wikitext-2", init
             profile, (seed, seed + 1), corpus, init or "pretrained", "ci", vocab_size=1024, n_train=128, n_valid=64,
             n_generations=2, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, weight_decay=0.01, batch_size=32),
             settings=(Setting("5 epochs, no original data", "replace", 2), Setting("10 epochs, 10% original data", "mix(0.1)", 3)),
-            extra_settings=(Setting("5 epochs, no original data, penalty 2", "replace", 2, 2.0),),
+            extra_settings=(dataclasses.replace(PENALTY_2, epochs=2),),
             pretraining=Pretraining(steps=60, segment=20, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, batch_size=32)),
             instruments=Instruments(n_judged=128),
         )
@@ -629,9 +624,11 @@ def chapter_config(profile: str, seed: int = 0, corpus: str = "wikitext-2", init
 def run_chapter(chapter: LMChapter, data: LMData, *, settings=None, seeds=None, store=None, progress=True) -> dict:
     """Train and measure every (setting, seed): ``{(setting name, seed): (run config, analysis)}``.
     By default the main settings with every seed, then the extra settings with the first seed."""
-    pairs = ([(s, seed) for s in chapter.settings for seed in chapter.seeds]
-             + [(s, chapter.seed) for s in chapter.extra_settings]) if settings is None else \
-        [(s, seed) for s in settings for seed in (seeds or chapter.seeds)]
+    if settings is None:
+        pairs = [(s, seed) for s in chapter.settings for seed in chapter.seeds]
+        pairs += [(s, chapter.seed) for s in chapter.extra_settings]
+    else:
+        pairs = [(s, seed) for s in settings for seed in (seeds or chapter.seeds)]
     out = {}
     for setting, seed in pairs:
         config = chapter.run_config(data, setting, seed)
