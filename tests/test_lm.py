@@ -190,6 +190,18 @@ def test_blocks_and_tokenizer(tmp_path):
     del again
 
 
+def test_unk_is_one_token_with_its_space(tmp_path):
+    """" <unk>" is a single token, as " word" is, and decodes back to itself (a lone "Ġ" token
+    before every <unk> made a certain two-token unit that beam search looped on)."""
+    lines = [" the <unk> of the <unk> <unk> town .", " <unk> is a word .", " a = b"] * 20
+    tokenizer = text.train_bpe(lines, 300, tmp_path / "bpe.json")
+    for line in lines[:3]:
+        ids = tokenizer.encode(line, add_special_tokens=False).ids
+        assert ids.count(text.UNK_ID) == line.count("<unk>")
+        assert len(ids) == len(line.split())  # every word one token here: no lone space before <unk>
+        assert text.decode(tokenizer, [2, *ids, 1]) == line
+
+
 # --------------------------------------------------------------------------- training
 
 

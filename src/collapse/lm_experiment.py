@@ -104,7 +104,8 @@ def tokenizer_path(corpus: text.Corpus, vocab_size: int, general: text.Corpus | 
     """The cached BPE of the training text (its digest is in the name: other text, other file)."""
     lines = corpus.train + (general.train if general is not None else [])
     extra = f"+{general.name}" if general is not None else ""
-    return results_dir() / "tokenizers" / f"{corpus.name}-{corpus.release}{extra}-bpe{vocab_size}-{text.text_digest(lines)}.json"
+    return results_dir() / "tokenizers" / (f"{corpus.name}-{corpus.release}{extra}-bpe{vocab_size}-v{text.BPE_VERSION}-"
+                                                  f"{text.text_digest(lines)}.json")
 
 
 def load_data(corpus_name: str, *, init: str, vocab_size: int, block_size: int = 64) -> LMData:
