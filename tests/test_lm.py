@@ -363,7 +363,9 @@ def test_interrupted_pretraining_resumes_with_the_same_model(tmp_path, monkeypat
     store = ResultsStore(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         lm_experiment.pretrain(config, data, store=store, progress=False)
+    assert not lm_experiment.pretraining_stored(config, data, store)  # one segment of three is not a pretraining
     resumed = lm_experiment.pretrain(config, data, store=store, progress=False)
+    assert lm_experiment.pretraining_stored(config, data, store)
     assert calls == [0, 2, 2, 4]  # the second segment again, then the third: the first was kept
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -162,9 +162,7 @@ def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, 
     pre = config.pretraining
     blocks = pretraining_blocks(config, data)
     steps_per_epoch = lm.full_batches(pre.train, len(blocks))  # refused here, before any step, if too few
-    store = store or ResultsStore()
-    run_dir = store.run_dir("lm-pretrain", VERSION, {"model": config.model, "pretraining": pre,
-                                                     "data": array_digest(blocks)})
+    run_dir = _pretraining_dir(config, data, store)
     n_segments = math.ceil(pre.steps / pre.segment)
     key = stream_key(pre.seed, "lm/pretrain")
     with locked(run_dir.path):
@@ -194,6 +192,20 @@ def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, 
                     run_dir.remove_generation(k - 1)
             bar.close()
     return jax.tree.map(jax.numpy.asarray, state.params)
+
+
+def _pretraining_dir(config: LMRun, data: LMData, store: ResultsStore | None = None) -> RunDir:
+    """Where :func:`pretrain` keeps its checkpoints: keyed by the model, the pretraining config and the text."""
+    return (store or ResultsStore()).run_dir("lm-pretrain", VERSION, {
+        "model": config.model, "pretraining": config.pretraining, "data": array_digest(pretraining_blocks(config, data))})
+
+
+def pretraining_stored(config: LMRun, data: LMData, store: ResultsStore | None = None) -> bool:
+    """Whether :func:`pretrain` would load a finished pretraining instead of taking steps."""
+    if config.init != "pretrained":
+        return False
+    n_segments = math.ceil(config.pretraining.steps / config.pretraining.segment)
+    return max(_pretraining_dir(config, data, store).finished_generations(), default=0) >= n_segments
 
 
 def initial_params(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> opt.OPTParams:
