@@ -59,6 +59,11 @@ class Pretraining:
         check_int("segment", self.segment, minimum=1)
         check_seed("seed", self.seed)
 
+    @property
+    def n_segments(self) -> int:
+        """Checkpoints of a finished pretraining (the last segment may be short)."""
+        return math.ceil(self.steps / self.segment)
+
 
 @dataclasses.dataclass(frozen=True)
 class LMRun:
@@ -162,8 +167,8 @@ def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, 
     pre = config.pretraining
     blocks = pretraining_blocks(config, data)
     steps_per_epoch = lm.full_batches(pre.train, len(blocks))  # refused here, before any step, if too few
-    run_dir = _pretraining_dir(config, data, store)
-    n_segments = math.ceil(pre.steps / pre.segment)
+    run_dir = _pretraining_dir(config, blocks, store)
+    n_segments = pre.n_segments
     key = stream_key(pre.seed, "lm/pretrain")
     with locked(run_dir.path):
         state, done = None, 0
@@ -194,18 +199,19 @@ def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, 
     return jax.tree.map(jax.numpy.asarray, state.params)
 
 
-def _pretraining_dir(config: LMRun, data: LMData, store: ResultsStore | None = None) -> RunDir:
-    """Where :func:`pretrain` keeps its checkpoints: keyed by the model, the pretraining config and the text."""
+def _pretraining_dir(config: LMRun, blocks: np.ndarray, store: ResultsStore | None = None) -> RunDir:
+    """Where :func:`pretrain` keeps its checkpoints: keyed by the model, the pretraining config and the
+    text (``blocks``, from :func:`pretraining_blocks`)."""
     return (store or ResultsStore()).run_dir("lm-pretrain", VERSION, {
-        "model": config.model, "pretraining": config.pretraining, "data": array_digest(pretraining_blocks(config, data))})
+        "model": config.model, "pretraining": config.pretraining, "data": array_digest(blocks)})
 
 
 def pretraining_stored(config: LMRun, data: LMData, store: ResultsStore | None = None) -> bool:
     """Whether :func:`pretrain` would load a finished pretraining instead of taking steps."""
     if config.init != "pretrained":
         return False
-    n_segments = math.ceil(config.pretraining.steps / config.pretraining.segment)
-    return max(_pretraining_dir(config, data, store).finished_generations(), default=0) >= n_segments
+    run_dir = _pretraining_dir(config, pretraining_blocks(config, data), store)
+    return max(run_dir.finished_generations(), default=0) >= config.pretraining.n_segments
 
 
 def initial_params(config: LMRun, data: LMData, *, store: ResultsStore | None = None, progress: bool = True) -> opt.OPTParams:
@@ -297,8 +303,8 @@ def repetition_rate(blocks_NxT: np.ndarray, n: int = 3) -> float:
 def tokens_before_repeat(blocks_NxT: np.ndarray, n: int = 3) -> float:
     """Median, over blocks, of the position of the first n-gram that repeats an earlier one of the
     same block (a block with no repeat counts its whole length): how soon the text starts to loop."""
-    firsts = [flags.index(True) if True in flags else len(row)
-              for row, flags in ((row, _repeated_grams(row, n)) for row in blocks_NxT)]
+    firsts = [next((j for j, repeated in enumerate(_repeated_grams(row, n)) if repeated), len(row))
+              for row in blocks_NxT]
     return float(np.median(firsts))
 
 

@@ -218,7 +218,7 @@ def load_or_fallback(name: str, root: Path | None = None) -> tuple[Corpus, str |
 # --------------------------------------------------------------------------- tokenizers and blocks
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3, as in OPT's vocabulary: pad 1, bos = eos 2
-UNK_ID = 3
+UNK_ID = SPECIAL_TOKENS.index("<unk>")
 # Version of the trained BPE (in its cache file's name). 2: ``<unk>`` takes the space before it.
 BPE_VERSION = 2
 
