@@ -82,6 +82,37 @@ def test_a_record_made_before_the_named_streams_says_so(tmp_path, monkeypatch):
     assert "seeds [1]" in note and "earlier derivation" in note and "make it" in note
 
 
+def test_a_run_added_to_a_record_keeps_the_others_and_says_where_each_was_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLAPSE_RECORDED_DIR", str(tmp_path))
+    args = {"profile": "ci", "seed": 2, "dataset": "mnist"}
+    chapter = vae_experiment.chapter_config(**args)
+    target = records.path("vae", "ci", "mnist", 2)
+    old = records.new(chapter, args, dataset="mnist", regimes={"replace": {"latent_sigma": [1.0, 0.5]}})
+    del old["streams"]  # a first sitting from before the named streams
+    old["environment"] = {"device": "gpu: H100", "jax": "0.11.2", "date": "2026-11-24", "commit": "a" * 40}
+    records.write(target, old)
+    # The chapter lists more runs than the record holds: incomplete, not stale.
+    assert len(chapter.regimes) > 1 and records.is_current(old, vae_experiment.chapter_config)
+
+    fresh = records.new(chapter, args, dataset="mnist", regimes={})
+    record = records.extend(target, fresh, vae_experiment.chapter_config, "regimes")
+    record["regimes"]["replace (per-batch)"] = records.run_entry(latent_sigma=[1.0, 0.4])
+    records.write(target, record)
+    found, note = records.status("vae", "ci", "mnist", vae_experiment.chapter_config, "make it")
+    assert list(found[2]["regimes"]) == ["replace", "replace (per-batch)"]
+    assert found[2]["regimes"]["replace"]["environment"]["date"] == "2026-11-24"
+    assert "seed 2's `replace`" in note and "per-batch" not in note  # only the old run is on the old streams
+    where = records.sittings(found)
+    assert "2026-11-24" in where and where.count(" and ") == 1 and "gpu: H100" in where
+
+    # Other data, or other sizes: the record starts afresh.
+    other = records.new(chapter, args, dataset="fashion-mnist", regimes={})
+    assert records.extend(target, other, vae_experiment.chapter_config, "regimes") is other
+    found[2]["chapter"]["n_train"] += 1
+    records.write(target, found[2])
+    assert records.extend(target, fresh, vae_experiment.chapter_config, "regimes") is fresh
+
+
 def test_a_record_path_that_cannot_be_written_fails_before_any_work(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises((ValueError, OSError)):

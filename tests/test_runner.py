@@ -136,6 +136,30 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path, regime):
         jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
 
 
+def test_train_on_previous_gets_the_predecessor_also_after_a_resume(tmp_path):
+    # A model that draws its data from its predecessor: params count the generations.
+    real = np.zeros(8)
+    seen = []
+
+    def train(key, data, previous):
+        seen.append(None if previous is None else int(previous["n"]))
+        if len(seen) == 3 and fail["on"]:
+            raise Interrupted
+        return {"n": jnp.asarray(0 if previous is None else int(previous["n"]) + 1)}
+
+    common = dict(seed=1, real_data=real, n_generations=4, regime=Regime(), progress=False, train_on_previous=True,
+                  generate=lambda key, params, data: np.full(8, float(params["n"])))
+    fail = {"on": True}
+    run_dir = RunDir(tmp_path / "run")
+    with pytest.raises(Interrupted):
+        runner.run_generations(run_dir, train=train, **common)
+    assert seen == [None, 0, 1] and run_dir.finished_generations() == [0, 1]
+    seen.clear(), fail.update(on=False)
+    runner.run_generations(run_dir, train=train, **common)
+    assert seen == [1, 2, 3]  # generation 2's predecessor came from the store, the rest from memory
+    assert [float(run_dir.load_generation(n)["samples"][0]) for n in range(5)] == [0, 1, 2, 3, 4]
+
+
 def test_runs_share_generation_zero_through_a_common_folder(tmp_path):
     real = np.random.default_rng(0).normal(2.0, 1.0, 64)
     shared = RunDir(tmp_path / "zero")

@@ -14,7 +14,8 @@ A record is a JSON object with at least:
 * ``streams``: the :data:`~collapse.runner.STREAMS_VERSION` it drew its randomness with
   (absent in records made before the named streams).
 
-The rest (regimes, settings, …) is the experiment's own summary.
+The rest (regimes, settings, …) is the experiment's own summary. A run added to an
+existing record (:func:`extend`) carries its own ``environment`` and ``streams``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ def path(experiment: str, profile: str, dataset: str, seed: int) -> Path:
 
 def load(experiment: str, profile: str, dataset: str, seed: int) -> dict | None:
     """The record, or None if none was made."""
-    target = path(experiment, profile, dataset, seed)
-    return json.loads(target.read_text()) if target.is_file() else None
+    return load_path(path(experiment, profile, dataset, seed))
 
 
 def seeds(experiment: str, profile: str, dataset: str) -> list[int]:
@@ -66,6 +66,32 @@ def new(chapter, args: dict, **summary) -> dict:
             **summary}
 
 
+def run_entry(**summary) -> dict:
+    """One run's summary, with where and how it was made (a record may gather runs of several sittings)."""
+    return {**summary, "environment": environment(), "streams": STREAMS_VERSION}
+
+
+def extend(target: Path, fresh: dict, chapter_config: Callable, runs: str) -> dict:
+    """The record that new runs (under ``fresh[runs]``) are added to: the one at ``target`` when it
+    was made with today's sizes, the same arguments and the same data, its runs kept; else ``fresh``.
+
+    So ``--regimes X --record`` adds run X to a seed's record instead of dropping its others.
+    """
+    old = load_path(target)
+    same = lambda k: old.get(k) == fresh[k]  # noqa: E731
+    if old is None or not is_current(old, chapter_config) or not all(
+            same(k) for k in fresh if k not in ("environment", "streams", runs)):
+        return fresh
+    for entry in old[runs].values():  # runs of the first sitting state where they were made too
+        entry.setdefault("environment", old["environment"])
+        entry.setdefault("streams", old.get("streams", 0))
+    return old
+
+
+def load_path(target: Path) -> dict | None:
+    return json.loads(Path(target).read_text()) if Path(target).is_file() else None
+
+
 def check_writable(target: Path) -> None:
     """Fail before any work if ``target`` cannot be written (a long run must not end in a bad path)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,9 +104,36 @@ def write(target: Path, record: dict) -> None:
     atomic_write(Path(target), lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
 
 
+# Chapter fields that list runs: a record may hold some of them (``--regimes``), so a record that
+# lacks a run is incomplete, not made with other sizes.
+RUN_LISTS = ("regimes",)
+
+
+def _sizes(chapter: dict) -> dict:
+    return {k: v for k, v in chapter.items() if k not in RUN_LISTS}
+
+
 def is_current(record: dict, chapter_config: Callable) -> bool:
-    """Whether ``record`` was made with the sizes ``chapter_config`` gives its arguments today."""
-    return record["chapter"] == to_dict(chapter_config(**record["args"]))
+    """Whether ``record`` was made with the sizes ``chapter_config`` gives its arguments today
+    (whichever of the chapter's runs it holds)."""
+    return _sizes(record["chapter"]) == _sizes(to_dict(chapter_config(**record["args"])))
+
+
+def run_streams(record: dict, entry: dict) -> int:
+    """The stream derivation one run of ``record`` was drawn with (0: before the named streams)."""
+    return entry.get("streams", record.get("streams", 0))
+
+
+def sittings(found: dict[int, dict]) -> str:
+    """Where and when the runs of these records were made, each sitting (device, JAX, date,
+    commit) named once: "on gpu: … with JAX 0.11.2 on 2026-11-24 (commit `eda815e586`)"."""
+    seen = []
+    for record in found.values():
+        for entry in record.get("regimes", {}).values() or [record]:
+            env = entry.get("environment", record["environment"])
+            if env not in seen:
+                seen.append(env)
+    return " and ".join(f"on {e['device']} with JAX {e['jax']} on {e['date']} (commit `{e['commit'][:10]}`)" for e in seen)
 
 
 def status(experiment: str, profile: str, dataset: str, chapter_config: Callable, command: str) -> tuple[dict, str | None]:
@@ -94,9 +147,14 @@ def status(experiment: str, profile: str, dataset: str, chapter_config: Callable
     if stale:
         return found, (f"```{{warning}}\nThe records of seeds {stale} were made with `{profile}` sizes that differ from "
                        f"today's `chapter_config`: make them again with `{command}`.\n```")
-    older = [s for s, r in found.items() if r.get("streams", 0) != STREAMS_VERSION]
-    if older:
-        return found, (f"```{{note}}\nThe records of seeds {older} were made with an earlier derivation of the book's "
+    older = [s for s, r in found.items() if r.get("streams", 0) != STREAMS_VERSION and not any(
+        run_streams(r, entry) == STREAMS_VERSION for entry in r.get("regimes", {}).values())]
+    partly = [f"seed {s}'s `{name}`" for s, r in found.items() if s not in older
+              for name, entry in r.get("regimes", {}).items() if run_streams(r, entry) != STREAMS_VERSION]
+    if older or partly:
+        parts = ([f"the records of seeds {older}"] if older else []) + ([f"the runs {', '.join(partly)}"] if partly else [])
+        which = " and ".join(parts)
+        return found, (f"```{{note}}\n{which[0].upper() + which[1:]} were made with an earlier derivation of the book's "
                        f"random streams (before `collapse.runner.stream_key`): the same procedure and sizes, other "
                        f"random draws. Made again with `{command}`, their numbers move within their seed-to-seed "
                        f"spread.\n```")

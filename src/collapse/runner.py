@@ -451,6 +451,7 @@ def run_generations(
     evaluate: Callable[[PyTree, np.ndarray], dict] | None = None,
     progress: bool = True,
     zero_shared_with=None,
+    train_on_previous: bool = False,
 ) -> list[dict]:
     """Generations 0..n_generations of a model trained in Python, one generation at a time.
 
@@ -460,12 +461,23 @@ def run_generations(
     ``run_dir`` atomically; generations already there are loaded, not recomputed.
     Generation 0 sees only real data, so runs that differ only in their regime can share it:
     with ``zero_shared_with`` (the run folder that holds the shared copy), generation 0 is
-    taken from there when it exists and put there once trained.
+    taken from there when it exists and put there once trained. With ``train_on_previous``,
+    ``train(key, data, previous)`` also gets generation n−1's parameters (None for generation
+    0), loaded from the store when that generation was: a model that draws its training
+    batches from its predecessor.
     Returns the metrics of every generation.
     """
     shared = zero_shared_with if zero_shared_with is not None and zero_shared_with.path != run_dir.path else None
     synthetic: list[np.ndarray] = []
     metrics: list[dict] = []
+    latest: dict[int, PyTree] = {}  # the parameters of the last generation computed in this call
+
+    def previous_params(n: int) -> PyTree | None:
+        if n == 0:
+            return None
+        if n - 1 in latest:
+            return latest[n - 1]
+        return load_shared(lambda: run_dir.load_generation(n - 1)["params"], f"generation {n - 1} in {run_dir.path}")
 
     def stored(n: int) -> dict | None:
         """Generation n if stored and intact (a damaged one is set aside), else None."""
@@ -494,7 +506,9 @@ def run_generations(
             return record
         key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
         data = training_set(regime, key_data, real_data, synthetic)
-        params = train(key_train, data)
+        params = train(key_train, data, previous_params(n)) if train_on_previous else train(key_train, data)
+        latest.clear()
+        latest[n] = params
         samples = np.asarray(generate(key_generate, params, data))
         if len(samples) != len(real_data):
             raise ValueError(f"generate returned {len(samples)} samples; every generation must make {len(real_data)}")

@@ -216,9 +216,10 @@ def _batch_sharding():
     return leading_axis_sharding("batch") if jax.device_count() > 1 else None
 
 
-def train_step(config: VAEConfig, state: TrainState, key, batch_uint8) -> tuple[TrainState, jax.Array]:
-    """One Adam step on a batch; returns the new state and the batch's mean −ELBO per image."""
-    x = to_unit(batch_uint8)
+def train_step(config: VAEConfig, state: TrainState, key, batch) -> tuple[TrainState, jax.Array]:
+    """One Adam step on a batch (``uint8`` images, or grey levels in [0, 1]); returns the new
+    state and the batch's mean −ELBO per image."""
+    x = to_unit(batch) if batch.dtype == jnp.uint8 else batch
     sharding = _batch_sharding()
     if sharding is not None and x.shape[0] % jax.device_count() == 0:
         x = jax.lax.with_sharding_constraint(x, sharding)
@@ -232,9 +233,22 @@ def train_step(config: VAEConfig, state: TrainState, key, batch_uint8) -> tuple[
     return TrainState(optax.apply_updates(state.params, updates), opt_state), value / x.shape[0]
 
 
+def teacher_batch(config: VAEConfig, teacher: VAEParams, key) -> jax.Array:
+    """A batch drawn from the previous generation as the authors' notebook draws it (cell 4):
+    fresh z ~ N(0, I) decoded to pixel means, not quantised."""
+    return decode(teacher, jax.random.normal(key, (config.batch_size, config.latent_dim)), config.image_shape)
+
+
+def teacher_step(config: VAEConfig, state: TrainState, key, teacher: VAEParams) -> tuple[TrainState, jax.Array]:
+    """:func:`train_step` on a fresh :func:`teacher_batch`."""
+    key_batch, key_step = jax.random.split(key)
+    return train_step(config, state, key_step, teacher_batch(config, teacher, key_batch))
+
+
 # Compiled once per config: the batch, gathered outside, has the same shape whatever the
 # size of the training set (which grows every generation under ``accumulate``).
 _jit_train_step = jax.jit(train_step, static_argnums=(0,), donate_argnums=(1,))
+_jit_teacher_step = jax.jit(teacher_step, static_argnums=(0,), donate_argnums=(1,))
 
 
 @partial(jax.jit, static_argnums=(1, 2))
@@ -257,6 +271,16 @@ def _train_epoch(config: VAEConfig, state: TrainState, key_steps, batches_SxBxHx
     return jax.lax.scan(step, state, (jnp.arange(len(batches_SxBxHxW)), batches_SxBxHxW))
 
 
+@partial(jax.jit, static_argnums=(0, 3), donate_argnums=(1,))
+def _teacher_epoch(config: VAEConfig, state: TrainState, key_steps, n_steps: int, teacher: VAEParams):
+    """One epoch of :func:`teacher_step` as a ``lax.scan``: the step keys are the loop's."""
+
+    def step(state, i):
+        return teacher_step(config, state, jax.random.fold_in(key_steps, i), teacher)
+
+    return jax.lax.scan(step, state, jnp.arange(n_steps))
+
+
 def _scan_epochs() -> bool:
     # XLA:CPU runs convolutions inside a loop body about 25x slower than at top level
     # (measured, JAX 0.10), so on CPU each step is its own call; on accelerators one call
@@ -265,36 +289,47 @@ def _scan_epochs() -> bool:
 
 
 def train(
-    config: VAEConfig, key, data_uint8: np.ndarray, *, n_real: int | None = None, progress: bool = False,
-    scan: bool | None = None,
+    config: VAEConfig, key, data_uint8: np.ndarray | None, *, n_real: int | None = None, progress: bool = False,
+    scan: bool | None = None, teacher: VAEParams | None = None,
 ) -> tuple[VAEParams, np.ndarray]:
-    """A fresh VAE trained on ``data_uint8``; returns its parameters and the loss of every epoch.
+    """A fresh VAE trained on ``data_uint8``, or on batches drawn from ``teacher``; returns its
+    parameters and the loss of every epoch.
 
     Every generation takes the same number of steps, ``epochs × (n_real // batch_size)``
     with ``n_real`` the size of the real training set: an accumulating regime sees more
-    distinct images, not more compute. ``scan`` (default: on accelerators) runs each epoch
-    as one compiled loop; the steps, keys and batches are the same either way.
+    distinct images, not more compute. With ``teacher`` (the previous generation) every step
+    draws its own batch with :func:`teacher_batch`, as the authors' notebook does, and
+    ``data_uint8`` is not read. ``scan`` (default: on accelerators) runs each epoch as one
+    compiled loop; the steps, keys and batches are the same either way.
     """
+    if teacher is None and data_uint8 is None:
+        raise ValueError("train needs data_uint8 or a teacher to draw its batches from")
+    if teacher is not None and n_real is None:
+        raise ValueError("training from a teacher needs n_real, the size of an epoch in images")
     n_real = len(data_uint8) if n_real is None else n_real
     steps = steps_per_epoch(config, n_real)
-    if len(data_uint8) < steps * config.batch_size:
+    if teacher is None and len(data_uint8) < steps * config.batch_size:
         raise ValueError(f"{len(data_uint8)} training images cannot fill {steps} batches of {config.batch_size}")
     scan = _scan_epochs() if scan is None else scan
     key_init, key_epochs = jax.random.split(key)
     state = train_init(key_init, config)
-    data = jnp.asarray(data_uint8)
+    data = None if teacher is not None else jnp.asarray(data_uint8)
     losses = []
     for epoch in tqdm(range(config.epochs), desc="epochs", leave=False, disable=not progress):
         key_rows, key_steps = jax.random.split(jax.random.fold_in(key_epochs, epoch))
-        rows = _epoch_rows(key_rows, len(data_uint8), (steps, config.batch_size))
+        if teacher is None:
+            rows = _epoch_rows(key_rows, len(data_uint8), (steps, config.batch_size))
         if scan:
             # The epoch's batches are gathered first: the scan's shapes then do not depend on
             # the size of the training set, which grows under ``accumulate``.
-            state, epoch_losses = _train_epoch(config, state, key_steps, data[rows])
+            state, epoch_losses = (_train_epoch(config, state, key_steps, data[rows]) if teacher is None
+                                   else _teacher_epoch(config, state, key_steps, steps, teacher))
         else:
             epoch_losses = []
             for step in range(steps):
-                state, loss = _jit_train_step(config, state, jax.random.fold_in(key_steps, step), data[rows[step]])
+                key_step = jax.random.fold_in(key_steps, step)
+                state, loss = (_jit_train_step(config, state, key_step, data[rows[step]]) if teacher is None
+                               else _jit_teacher_step(config, state, key_step, teacher))
                 epoch_losses.append(loss)
             epoch_losses = jnp.stack(epoch_losses)
         losses.append(float(jnp.mean(epoch_losses)))
