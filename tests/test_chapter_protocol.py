@@ -89,6 +89,7 @@ def test_a_run_added_to_a_record_keeps_the_others_and_says_where_each_was_made(t
     target = records.path("vae", "ci", "mnist", 2)
     old = records.new(chapter, args, dataset="mnist", regimes={"replace": {"latent_sigma": [1.0, 0.5]}})
     del old["streams"]  # a first sitting from before the named streams
+    old["chapter"]["regimes"] = ["replace"]  # and before the chapter listed more runs
     old["environment"] = {"device": "gpu: H100", "jax": "0.11.2", "date": "2026-11-24", "commit": "a" * 40}
     records.write(target, old)
     # The chapter lists more runs than the record holds: incomplete, not stale.

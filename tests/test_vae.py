@@ -301,6 +301,33 @@ def test_the_notebooks_latent_spread_pools_coordinates_and_is_compared_at_the_sa
     assert ve.paper_spread_comparison(np.ones(5))["ratio"] is None
 
 
+def test_recorded_prose_counts_every_seed_and_says_no_more_than_the_numbers():
+    def run(sigma_last, pooled_last=None, kept=10, tail=10.0, head=5.0):
+        sigma = list(np.linspace(1.0, sigma_last, 21))
+        counts = [[100] * 10, [100] * kept + [0] * (10 - kept)]
+        r = {"latent_sigma": sigma, "class_counts": counts, "tail_nelbo": [0.0, tail], "head_nelbo": [0.0, head]}
+        if pooled_last is not None:  # s_1 = 0.7, s_5 = 0.7 * ratio
+            r["latent_spread_pooled"] = [1.0, 0.7, 0.6, 0.55, 0.5, 0.7 * pooled_last] + [0.3] * 15
+        return r
+
+    def found(per_batch, pooled):
+        return {0: {"regimes": {"replace": run(0.10, kept=2), "accumulate": run(0.70),
+                                "replace (per-batch)": run(per_batch[0], pooled[0], kept=3)}},
+                1: {"regimes": {"replace": run(0.09, kept=2), "replace (per-batch)": run(per_batch[1], pooled[1], kept=2)}}}
+
+    text = vae_experiment.recorded_prose(found((0.05, 0.06), (0.64, 0.66)), 10)
+    assert "0.090–0.100" in text and "0.050–0.060" in text  # both seeds of each sampling
+    assert "a faster fall in each of the 2 per-batch seeds than in any of the 2 fixed-set seeds" in text
+    assert "the ranges overlap, with 2 of the 2 per-batch seeds inside that of their five runs" in text
+    assert "0.700 under `accumulate`" in text and "2–3 of the 10 classes" in text
+    assert "tail lost more nats per image than the head in every run" in text
+    text = vae_experiment.recorded_prose(found((0.05, 0.12), (0.50, 0.55)), 10)
+    assert "the ranges overlap, with 0 of the 2 per-batch seeds inside that of the 2 fixed-set seeds" in text
+    assert "a faster fall in each of the 2 per-batch seeds than in any of their five runs" in text
+    only_fixed = {0: {"regimes": {"replace": run(0.1)}}}
+    assert "No record holds the authors' per-batch sampling" in vae_experiment.recorded_prose(only_fixed, 10)
+
+
 def test_tail_verdicts_say_no_more_than_the_numbers():
     from collapse import vae_experiment as ve
 

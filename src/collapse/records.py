@@ -80,7 +80,7 @@ def extend(target: Path, fresh: dict, chapter_config: Callable, runs: str) -> di
     old = load_path(target)
     same = lambda k: old.get(k) == fresh[k]  # noqa: E731
     if old is None or not is_current(old, chapter_config) or not all(
-            same(k) for k in fresh if k not in ("environment", "streams", runs)):
+            same(k) for k in fresh if k not in ("chapter", "environment", "streams", runs)):  # chapter: is_current
         return fresh
     for entry in old[runs].values():  # runs of the first sitting state where they were made too
         entry.setdefault("environment", old["environment"])

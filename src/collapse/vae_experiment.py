@@ -491,18 +491,69 @@ def _span(values, fmt: str) -> str:
     return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}–{high:{fmt}}"
 
 
-def sampling_comparison(per_batch: dict, fixed: list[dict], n_classes: int) -> str:
-    """What a recorded ``replace (per-batch)`` run shows beside the recorded fixed-set
-    ``replace`` runs (one per seed), in one sentence computed from their summaries."""
-    last = len(per_batch["latent_sigma"]) - 1
-    ratio = lambda r: r["latent_sigma"][last] / r["latent_sigma"][0]  # noqa: E731
-    fixed_ratios = [ratio(r) for r in fixed]
-    kept = len(classes_kept(per_batch["class_counts"][-1]))
-    seeds = f"the {len(fixed)} fixed-set seeds" if len(fixed) > 1 else "the fixed-set run"
-    return (f"With the authors' per-batch sampling, $\\bar\\sigma_{{{last}}}/\\bar\\sigma_0$ is {ratio(per_batch):.3f}, "
-            f"against {_span(fixed_ratios, '.3f')} in {seeds}: "
-            f"{spread_verdict(ratio(per_batch), fixed_ratios, seeds)}; {kept} of the {n_classes} classes still hold "
-            f"1 % of its images at generation {last}.")
+def spreads_against(ours, theirs, ours_name: str, theirs_name: str) -> str:
+    """Spread ratios (lower is a faster fall) of several runs against another set's: a clean
+    separation either way, or an overlap with how many of ours lie inside their range."""
+    low, high = float(np.min(theirs)), float(np.max(theirs))
+    if np.max(ours) < low:
+        return f"a faster fall in each of {ours_name} than in any of {theirs_name}"
+    if np.min(ours) > high:
+        return f"a slower fall in each of {ours_name} than in any of {theirs_name}"
+    inside = int(np.sum((np.asarray(ours) >= low) & (np.asarray(ours) <= high)))
+    return f"the ranges overlap, with {inside} of {ours_name} inside that of {theirs_name}"
+
+
+def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
+    """What the recorded ``paper`` runs of every seed say (``found``: seed → record), computed:
+    the fixed-set ``replace`` seeds, the per-batch seeds against them and against the
+    authors' five runs in their own statistic, the other regimes of the first seed, the
+    classes kept, and the real tail against the head."""
+    def runs(name):
+        return [r["regimes"][name] for r in found.values() if name in r["regimes"]]
+
+    def ratio(r, n):
+        return r["latent_sigma"][n] / r["latent_sigma"][0]
+
+    def seeds(k, what):
+        return f"the {k} {what} seeds" if k > 1 else f"the {what} run"
+
+    fixed, per_batch = runs("replace"), runs(run_name("replace", "per-batch"))
+    replace_both = fixed + per_batch
+    last = len(replace_both[0]["latent_sigma"]) - 1
+    parts = []
+    if fixed:
+        parts.append(f"Over the first four generations of `replace` (fixed set), $\\bar\\sigma$ fell to "
+                     f"{_span([ratio(r, 4) for r in fixed], '.3f')} of its generation-0 value in "
+                     f"{seeds(len(fixed), 'recorded')}, and by generation {last} to "
+                     f"{_span([ratio(r, last) for r in fixed], '.3f')}.")
+    if per_batch and fixed:
+        mine = [ratio(r, last) for r in per_batch]
+        parts.append(f"With the authors' per-batch sampling it fell to {_span(mine, '.3f')} by generation {last} in "
+                     f"{seeds(len(per_batch), 'per-batch')}: "
+                     f"{spreads_against(mine, [ratio(r, last) for r in fixed], seeds(len(per_batch), 'per-batch'), seeds(len(fixed), 'fixed-set'))}.")
+    elif not per_batch:
+        parts.append("No record holds the authors' per-batch sampling yet.")
+    pooled = [np.asarray(r["latent_spread_pooled"]) for r in per_batch if "latent_spread_pooled" in r]
+    if pooled and len(pooled[0]) > PAPER_LATENT_GENERATIONS[-1]:
+        compared = [paper_spread_comparison(v) for v in pooled]
+        mine = [c["ratio"] for c in compared]
+        parts.append(f"In the authors' own statistic $s_5/s_1$, the per-batch runs give {_span(mine, '.3f')} against "
+                     f"{compared[0]['low']:.3f}–{compared[0]['high']:.3f} in their five runs: "
+                     f"{spreads_against(mine, compared[0]['paper_ratios'], seeds(len(mine), 'per-batch'), 'their five runs')}.")
+    first = found[min(found)]
+    others = [f"{ratio(r, last):.3f} under `{name}`" for name, r in first["regimes"].items()
+              if parse_run(name)[0].kind != "replace"]
+    if others:
+        parts.append(f"Under the other regimes (seed {min(found)}) the ratio at generation {last} is " + ", ".join(others) + ".")
+    kept = [len(classes_kept(r["class_counts"][-1])) for r in replace_both]
+    tail = np.array([r["tail_nelbo"][-1] - r["tail_nelbo"][0] for r in replace_both])
+    head = np.array([r["head_nelbo"][-1] - r["head_nelbo"][0] for r in replace_both])
+    parts.append(f"In the {len(replace_both)} `replace` runs of either sampling, {_span(kept, 'd')} of the {n_classes} "
+                 f"classes still hold 1 % of the images at generation {last}; the real tail's mean "
+                 f"$-\\mathrm{{ELBO}}$ grew by {_span(tail, '.0f')} nats per image, the head's by {_span(head, '.0f')}: "
+                 f"{tail_versus_head(tail, head).replace('in every seed', 'in every run')} (nats, not a rank: see the "
+                 f"head-and-tail section above).")
+    return " ".join(parts)
 
 
 RECORD_COMMAND = "python -m collapse.vae_experiment --profile paper --seed K --record"
@@ -557,6 +608,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.record is not None:  # runs already recorded for this seed, data and sizes are kept
         record = records.extend(path, record, chapter_config, "regimes")
+        for entry in record["regimes"].values():  # measured with the classifier of their own sitting
+            entry.setdefault("classifier_accuracy", record.get("classifier_accuracy"))
     for regime in regimes:
         start = time.perf_counter()
         _, analyses, labeller = run_chapter(chapter, data, regimes=[regime], progress=not args.quiet)
