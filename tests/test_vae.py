@@ -326,6 +326,12 @@ def test_recorded_prose_counts_every_seed_and_says_no_more_than_the_numbers():
     assert "a faster fall in each of the 2 per-batch seeds than in any of their five runs" in text
     only_fixed = {0: {"regimes": {"replace": run(0.1)}}}
     assert "No record holds the authors' per-batch sampling" in vae_experiment.recorded_prose(only_fixed, 10)
+    # Generation 0's confident share: once per seed that holds it (every run of a seed shares generation 0).
+    shares = found((0.05, 0.06), (0.64, 0.66))
+    shares[0]["regimes"]["replace (per-batch)"]["confident_share"] = [0.7, 0.2]
+    shares[0]["regimes"]["accumulate"]["confident_share"] = [0.7, 0.6]
+    shares[1]["regimes"]["replace (per-batch)"]["confident_share"] = [0.65, 0.3]
+    assert vae_experiment.recorded_confident_zero(shares) == [0.7, 0.65]
 
 
 def test_tail_verdicts_say_no_more_than_the_numbers():

@@ -503,6 +503,16 @@ def spreads_against(ours, theirs, ours_name: str, theirs_name: str) -> str:
     return f"the ranges overlap, with {inside} of {ours_name} inside that of {theirs_name}"
 
 
+def recorded_confident_zero(found: dict[int, dict]) -> list[float]:
+    """Generation 0's confident share (see :data:`CONFIDENT`) in each recorded seed that holds it:
+    generation 0 trains on real data only, so any run of a seed gives it."""
+    shares = []
+    for record in found.values():
+        held = [r["confident_share"][0] for r in record["regimes"].values() if "confident_share" in r]
+        shares += held[:1]
+    return shares
+
+
 def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
     """What the recorded ``paper`` runs of every seed say (``found``: seed → record), computed:
     the fixed-set ``replace`` seeds, the per-batch seeds against them and against the
