@@ -470,7 +470,7 @@ def run_generations(
     shared = zero_shared_with if zero_shared_with is not None and zero_shared_with.path != run_dir.path else None
     synthetic: list[np.ndarray] = []
     metrics: list[dict] = []
-    latest: dict[int, PyTree] = {}  # the parameters of the last generation computed in this call
+    latest: dict[int, PyTree] = {}  # with train_on_previous: the last generation computed in this call
 
     def previous_params(n: int) -> PyTree | None:
         if n == 0:
@@ -507,8 +507,9 @@ def run_generations(
         key_data, key_train, key_generate = jax.random.split(generation_key(seed, n), 3)
         data = training_set(regime, key_data, real_data, synthetic)
         params = train(key_train, data, previous_params(n)) if train_on_previous else train(key_train, data)
-        latest.clear()
-        latest[n] = params
+        if train_on_previous:  # held for the next generation only
+            latest.clear()
+            latest[n] = params
         samples = np.asarray(generate(key_generate, params, data))
         if len(samples) != len(real_data):
             raise ValueError(f"generate returned {len(samples)} samples; every generation must make {len(real_data)}")
