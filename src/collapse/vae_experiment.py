@@ -43,10 +43,16 @@ def parse_run(name: str) -> tuple[Regime, str]:
     text = str(name).strip()
     sampling = "per-batch" if text.endswith(PER_BATCH) else "fixed"
     regime = Regime.parse(text.removesuffix(PER_BATCH))
-    if sampling == "per-batch" and regime != Regime():
-        raise ValueError(f"{name!r}: per-batch sampling draws every image from the previous generation, so it "
-                         f"exists only under 'replace'")
+    check_sampling(regime, sampling)
     return regime, sampling
+
+
+def check_sampling(regime: Regime, sampling: str) -> None:
+    """``sampling`` is one of SAMPLINGS, and per-batch sampling comes only with ``replace``."""
+    check_choice("sampling", sampling, SAMPLINGS)
+    if sampling == "per-batch" and regime != Regime():
+        raise ValueError(f"sampling='per-batch' draws every image from the previous generation, so it needs "
+                         f"regime 'replace', not {str(regime)!r}")
 
 
 def run_name(regime: Regime | str, sampling: str = "fixed") -> str:
@@ -70,10 +76,7 @@ class VAERun:
         check_int("n_train", self.n_train, minimum=1)
         check_int("n_generations", self.n_generations, minimum=0)
         check_seed("seed", self.seed)
-        check_choice("sampling", self.sampling, SAMPLINGS)
-        if self.sampling == "per-batch" and self.regime != Regime():
-            raise ValueError(f"sampling='per-batch' draws every image from the previous generation, so it needs "
-                             f"regime 'replace', not {str(self.regime)!r}")
+        check_sampling(self.regime, self.sampling)
         if self.n_train < self.model.batch_size:
             raise ValueError(f"n_train={self.n_train} is smaller than one batch ({self.model.batch_size})")
 
@@ -486,7 +489,8 @@ def spread_verdict(ratio: float, others, name: str) -> str:
             else f"a slower fall than in any of {name}")
 
 
-def _span(values, fmt: str) -> str:
+def value_range(values, fmt: str) -> str:
+    """``"0.616–0.672"``, or one number when the ends agree at ``fmt``."""
     low, high = min(values), max(values)
     return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}–{high:{fmt}}"
 
@@ -533,12 +537,12 @@ def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
     parts = []
     if fixed:
         parts.append(f"Over the first four generations of `replace` (fixed set), $\\bar\\sigma$ fell to "
-                     f"{_span([ratio(r, 4) for r in fixed], '.3f')} of its generation-0 value in "
+                     f"{value_range([ratio(r, 4) for r in fixed], '.3f')} of its generation-0 value in "
                      f"{seeds(len(fixed), 'recorded')}, and by generation {last} to "
-                     f"{_span([ratio(r, last) for r in fixed], '.3f')}.")
+                     f"{value_range([ratio(r, last) for r in fixed], '.3f')}.")
     if per_batch and fixed:
         mine = [ratio(r, last) for r in per_batch]
-        parts.append(f"With the authors' per-batch sampling it fell to {_span(mine, '.3f')} by generation {last} in "
+        parts.append(f"With the authors' per-batch sampling it fell to {value_range(mine, '.3f')} by generation {last} in "
                      f"{seeds(len(per_batch), 'per-batch')}: "
                      f"{spreads_against(mine, [ratio(r, last) for r in fixed], seeds(len(per_batch), 'per-batch'), seeds(len(fixed), 'fixed-set'))}.")
     elif not per_batch:
@@ -547,7 +551,7 @@ def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
     if pooled and len(pooled[0]) > PAPER_LATENT_GENERATIONS[-1]:
         compared = [paper_spread_comparison(v) for v in pooled]
         mine = [c["ratio"] for c in compared]
-        parts.append(f"In the authors' own statistic $s_5/s_1$, the per-batch runs give {_span(mine, '.3f')} against "
+        parts.append(f"In the authors' own statistic $s_5/s_1$, the per-batch runs give {value_range(mine, '.3f')} against "
                      f"{compared[0]['low']:.3f}–{compared[0]['high']:.3f} in their five runs: "
                      f"{spreads_against(mine, compared[0]['paper_ratios'], seeds(len(mine), 'per-batch'), 'their five runs')}.")
     first = found[min(found)]
@@ -558,9 +562,9 @@ def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
     kept = [len(classes_kept(r["class_counts"][-1])) for r in replace_both]
     tail = np.array([r["tail_nelbo"][-1] - r["tail_nelbo"][0] for r in replace_both])
     head = np.array([r["head_nelbo"][-1] - r["head_nelbo"][0] for r in replace_both])
-    parts.append(f"In the {len(replace_both)} `replace` runs of either sampling, {_span(kept, 'd')} of the {n_classes} "
+    parts.append(f"In the {len(replace_both)} `replace` runs of either sampling, {value_range(kept, 'd')} of the {n_classes} "
                  f"classes still hold 1 % of the images at generation {last}; the real tail's mean "
-                 f"$-\\mathrm{{ELBO}}$ grew by {_span(tail, '.0f')} nats per image, the head's by {_span(head, '.0f')}: "
+                 f"$-\\mathrm{{ELBO}}$ grew by {value_range(tail, '.0f')} nats per image, the head's by {value_range(head, '.0f')}: "
                  f"{tail_versus_head(tail, head).replace('in every seed', 'in every run')} (nats, not a rank: see the "
                  f"head-and-tail section above).")
     return " ".join(parts)
