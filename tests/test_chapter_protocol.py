@@ -91,13 +91,15 @@ def test_a_run_added_to_a_record_keeps_the_others_and_says_where_each_was_made(t
     del old["streams"]  # a first sitting from before the named streams
     old["chapter"]["regimes"] = ["replace"]  # and before the chapter listed more runs
     old["environment"] = {"device": "gpu: H100", "jax": "0.11.2", "date": "2026-11-24", "commit": "a" * 40}
+    old["classifier_accuracy"] = 0.97  # measured in that sitting
     records.write(target, old)
     # The chapter lists more runs than the record holds: incomplete, not stale.
     assert len(chapter.regimes) > 1 and records.is_current(old, vae_experiment.chapter_config)
 
-    fresh = records.new(chapter, args, dataset="mnist", regimes={})
-    record = records.extend(target, fresh, vae_experiment.chapter_config, "regimes")
-    record["regimes"]["replace (per-batch)"] = records.run_entry(latent_sigma=[1.0, 0.4])
+    fresh = records.new(chapter, args, dataset="mnist", regimes={}, classifier_accuracy=0.98)  # today's sitting
+    record = records.extend(target, fresh, vae_experiment.chapter_config, "regimes", per_run=("classifier_accuracy",))
+    assert record["regimes"]["replace"]["classifier_accuracy"] == 0.97  # the old run keeps its own sitting's
+    record["regimes"]["replace (per-batch)"] = records.run_entry(latent_sigma=[1.0, 0.4], classifier_accuracy=0.98)
     records.write(target, record)
     found, note = records.status("vae", "ci", "mnist", vae_experiment.chapter_config, "make it")
     assert list(found[2]["regimes"]) == ["replace", "replace (per-batch)"]

@@ -71,20 +71,24 @@ def run_entry(**summary) -> dict:
     return {**summary, "environment": environment(), "streams": STREAMS_VERSION}
 
 
-def extend(target: Path, fresh: dict, chapter_config: Callable, runs: str) -> dict:
+def extend(target: Path, fresh: dict, chapter_config: Callable, runs: str, per_run: tuple[str, ...] = ()) -> dict:
     """The record that new runs (under ``fresh[runs]``) are added to: the one at ``target`` when it
     was made with today's sizes, the same arguments and the same data, its runs kept; else ``fresh``.
 
-    So ``--regimes X --record`` adds run X to a seed's record instead of dropping its others.
+    So ``--regimes X --record`` adds run X to a seed's record instead of dropping its others. Each
+    kept run is given the fields of the sitting it was made in: its environment, its stream version
+    and the ``per_run`` fields of the old record (a classifier trained in that sitting, say).
     """
     old = load_path(target)
+    sitting = ("environment", "streams", *per_run)
     same = lambda k: old.get(k) == fresh[k]  # noqa: E731
     if old is None or not is_current(old, chapter_config) or not all(
-            same(k) for k in fresh if k not in ("chapter", "environment", "streams", runs)):  # chapter: is_current
+            same(k) for k in fresh if k not in ("chapter", runs, *sitting)):  # chapter: is_current
         return fresh
-    for entry in old[runs].values():  # runs of the first sitting state where they were made too
-        entry.setdefault("environment", old["environment"])
-        entry.setdefault("streams", old.get("streams", 0))
+    made_in = {"environment": old["environment"], "streams": old.get("streams", 0), **{k: old.get(k) for k in per_run}}
+    for entry in old[runs].values():
+        for k, value in made_in.items():
+            entry.setdefault(k, value)
     return old
 
 

@@ -621,9 +621,8 @@ def main(argv: list[str] | None = None) -> None:
         n_train=min(chapter.n_train, len(data.train.images)), n_test=len(data.test.images), regimes={},
     )
     if args.record is not None:  # runs already recorded for this seed, data and sizes are kept
-        record = records.extend(path, record, chapter_config, "regimes")
-        for entry in record["regimes"].values():  # measured with the classifier of their own sitting
-            entry.setdefault("classifier_accuracy", record.get("classifier_accuracy"))
+        # each run was measured with the classifier of its own sitting
+        record = records.extend(path, record, chapter_config, "regimes", per_run=("classifier_accuracy",))
     for regime in regimes:
         start = time.perf_counter()
         _, analyses, labeller = run_chapter(chapter, data, regimes=[regime], progress=not args.quiet)
