@@ -85,7 +85,7 @@ def extend(target: Path, fresh: dict, chapter_config: Callable, runs: str, per_r
     if old is None or not is_current(old, chapter_config) or not all(
             same(k) for k in fresh if k not in ("chapter", runs, *sitting)):  # chapter: is_current
         return fresh
-    made_in = {"environment": old["environment"], "streams": old.get("streams", 0), **{k: old.get(k) for k in per_run}}
+    made_in = {k: old.get(k) for k in sitting} | {"streams": old.get("streams", 0)}  # 0: before named streams
     for entry in old[runs].values():
         for k, value in made_in.items():
             entry.setdefault(k, value)
