@@ -69,7 +69,12 @@ def test_records_round_trip_and_go_stale_when_the_profile_changes(tmp_path, monk
     _, note = records.status("vae", "ci", "mnist", vae_experiment.chapter_config, "make it")
     assert "seeds [4]" in note and "make it" in note
     _, note = records.status("lm", "paper", "wikitext-2", lm_experiment.chapter_config, "run this")
-    assert "No recorded `paper` run" in note and "run this" in note
+    assert "No recorded `paper` run" in note and "run this" in note and f"`{tmp_path}`" in note  # outside the sources
+    # Inside the sources, the page names the folder as the repository does, not as the build machine's path.
+    monkeypatch.setenv("COLLAPSE_RECORDED_DIR", str(tmp_path / "chapters" / "recorded"))
+    monkeypatch.setenv("COLLAPSE_SOURCE_DIR", str(tmp_path))
+    _, note = records.status("lm", "paper", "wikitext-2", lm_experiment.chapter_config, "run this")
+    assert "found in `chapters/recorded`." in note and str(tmp_path) not in note
 
 
 def test_a_record_made_before_the_named_streams_says_so(tmp_path, monkeypatch):

@@ -51,5 +51,6 @@ def test_staged_pages_find_the_data_and_records_of_the_sources(monkeypatch, tmp_
     env = page_environment(tmp_path)
     assert env["COLLAPSE_DATA_DIR"] == str(tmp_path / "data")
     assert env["COLLAPSE_RECORDED_DIR"] == str(tmp_path / "chapters" / "recorded")
+    assert env["COLLAPSE_SOURCE_DIR"] == str(tmp_path)
     monkeypatch.setenv("COLLAPSE_DATA_DIR", "/elsewhere")
     assert page_environment(tmp_path)["COLLAPSE_DATA_DIR"] == "/elsewhere"

@@ -188,6 +188,7 @@ def page_environment(root: Path) -> dict[str, str]:
         "COLLAPSE_RESULTS_DIR": os.environ.get("COLLAPSE_RESULTS_DIR", str(build_dir / "results")),
         "COLLAPSE_DATA_DIR": os.environ.get("COLLAPSE_DATA_DIR", str(root / "data")),
         "COLLAPSE_RECORDED_DIR": str(root / "chapters" / "recorded"),
+        "COLLAPSE_SOURCE_DIR": str(root),  # pages name the sources' folders relative to it (paths.shown)
     }
 
 

@@ -15,6 +15,21 @@ def book_root(start: Path | None = None) -> Path:
     return here
 
 
+def source_root() -> Path:
+    """``COLLAPSE_SOURCE_DIR``, else :func:`book_root`: the book's sources (the pages of a build
+    run in ``_build/stage``, and the build names the sources here)."""
+    return Path(os.environ.get("COLLAPSE_SOURCE_DIR") or book_root())
+
+
+def shown(path: Path) -> str:
+    """``path`` as a page names it: relative to the book's sources when it lies in them
+    (``chapters/recorded``, the same on every reader's machine), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(source_root().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def figures_dir() -> Path:
     """``COLLAPSE_FIGURES_DIR``, else ``<book>/_build/figures``."""
     return Path(os.environ.get("COLLAPSE_FIGURES_DIR") or book_root() / "_build" / "figures")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import to_dict
-from .paths import recorded_dir
+from .paths import recorded_dir, shown
 from .runner import STREAMS_VERSION
 from .store import atomic_write
 
@@ -145,7 +145,7 @@ def status(experiment: str, profile: str, dataset: str, chapter_config: Callable
     note for the page when none exists or some are stale (``command`` makes them again)."""
     found = {s: load(experiment, profile, dataset, s) for s in seeds(experiment, profile, dataset)}
     if not found:
-        return found, (f"```{{note}}\nNo recorded `{profile}` run of this chapter was found in `{recorded_dir()}`. "
+        return found, (f"```{{note}}\nNo recorded `{profile}` run of this chapter was found in `{shown(recorded_dir())}`. "
                        f"Make one with `{command}`.\n```")
     stale = [s for s, r in found.items() if not is_current(r, chapter_config)]
     if stale:
