@@ -202,6 +202,21 @@ def test_unk_is_one_token_with_its_space(tmp_path):
         assert text.decode(tokenizer, [2, *ids, 1]) == line
 
 
+def test_unk_is_no_word_of_the_corpus(tmp_path):
+    """A continuation that is " <unk>" over and over is not made of real words, though "<unk>" is in
+    the tokenized release's text; real words still count (each block's first and last word are cut)."""
+    lines = [" the <unk> of the <unk> <unk> town .", " <unk> is a word ."] * 20
+    tokenizer = text.train_bpe(lines, 300, tmp_path / "bpe.json")
+    words = lm_experiment.corpus_words(lines)
+    assert "<unk>" not in words and {"the", "town", "."} <= words
+
+    def block(line):
+        return np.asarray([tokenizer.encode(line, add_special_tokens=False).ids], np.int32)
+
+    assert lm_experiment.word_share(tokenizer, block(" <unk>" * 12), words) == 0.0
+    assert lm_experiment.word_share(tokenizer, block(" the town <unk> of the town ."), words) == 4 / 5
+
+
 # --------------------------------------------------------------------------- training
 
 
