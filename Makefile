@@ -3,6 +3,8 @@
 
 PROFILE ?= cpu
 SEED ?= 0
+# Chapters executed at once, each in its own kernel (collapse.book's DEFAULT_JOBS says why 2).
+JOBS ?= 2
 PYTHON ?= python3
 VENV ?= .venv
 # The versions the book was built and tested with (pip constraints). `make book CONSTRAINTS=`
@@ -32,13 +34,13 @@ install: $(STAMP)
 BOOK_FLAGS ?=
 
 book: $(STAMP)
-	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) $(BOOK_FLAGS)
+	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) --jobs $(JOBS) $(BOOK_FLAGS)
 	@echo "Open _build/html/index.html; figures are in _build/figures/"
 
 ## The book (executed as by `make book`; stored results are reused) and, from the same pages, one PDF:
 ## _build/latex/book.pdf. Needs TeX (the README says which packages); says so when it is missing.
 pdf: $(STAMP)
-	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) --pdf $(BOOK_FLAGS)
+	$(BIN)/python -m collapse.book --profile $(PROFILE) --seed $(SEED) --jobs $(JOBS) --pdf $(BOOK_FLAGS)
 
 # The numerical tests run a second time under another XLA CPU configuration: another
 # instruction set (x86-64 only) and two forced host devices. A test that holds only on one

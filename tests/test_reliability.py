@@ -364,6 +364,61 @@ def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_pat
         book.build(root, "ci", 0, None, require_data=True)
 
 
+def _two_chapter_book(root: Path, monkeypatch) -> Path:
+    small_book(root)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/a\n  - file: chapters/b\n")
+    (root / "chapters").mkdir()
+    header = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n---\n\n"
+    for name in "ab":
+        (root / "chapters" / f"{name}.md").write_text(header + f"# {name}\n")
+    for key in book.page_environment(root):  # build() sets these for its pages; restore them after the test
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+    monkeypatch.setattr(book.subprocess, "call", lambda command: 0)
+    return root
+
+
+def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monkeypatch):
+    import threading
+
+    root = _two_chapter_book(tmp_path / "book", monkeypatch)
+    both = threading.Barrier(2, timeout=20)  # each page waits for the other: only pages run at once pass it
+    cwds = []
+
+    def execute(source, target, parameters, cwd):
+        both.wait()
+        cwds.append(Path.cwd())
+        time.sleep(0.2 if source.stem == "a" else 0.0)  # b finishes first
+        target.write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(book, "execute_page", execute)
+    here = Path.cwd()
+    assert book.build(root, "ci", 0, None, jobs=2) == 0
+    record = json.loads((root / "_build" / "stage" / "_execution.json").read_text())
+    assert list(record["pages"]) == ["chapters/a", "chapters/b"] and record["jobs"] == 2
+    assert cwds == [root / "_build" / "stage" / "chapters"] * 2  # where papermill starts their kernels
+    assert Path.cwd() == here  # and the driver's own folder is given back
+
+
+def test_a_failing_chapter_stops_the_queued_ones(tmp_path, monkeypatch):
+    root = _two_chapter_book(tmp_path / "book", monkeypatch)
+    ran = []
+
+    def execute(source, target, parameters, cwd):
+        ran.append(source.stem)
+        raise RuntimeError(f"{source.stem} failed")
+
+    monkeypatch.setattr(book, "execute_page", execute)
+    with pytest.raises(RuntimeError, match="a failed"):
+        book.build(root, "ci", 0, None, jobs=1)
+    assert ran == ["a"]
+
+
+def test_jobs_below_one_are_refused(tmp_path):
+    result = run_book(small_book(tmp_path / "book"), "--jobs", "0")
+    assert result.returncode == 2 and "--jobs 0: at least one page must run at a time" in result.stderr
+
+
 def test_records_are_written_atomically(tmp_path):
     target = tmp_path / "r.json"
     records.write(target, {"a": 1})
