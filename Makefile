@@ -57,11 +57,15 @@ endif
 NUMERICS_TESTS := tests/test_gaussian.py tests/test_sampling.py tests/test_discrete.py tests/test_linear_regression.py \
 	tests/test_real_fraction.py tests/test_runner.py tests/test_fairness.py tests/test_vae.py tests/test_lm.py
 
+# Test workers (pytest-xdist; 0 runs the tests in one process): MEASURED.
+TEST_JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
+
 ## Unit tests (parity against PyTorch/transformers included) and every chapter through papermill at
 ## profile=ci; then the unit tests again under OTHER_XLA_FLAGS.
 test: $(TORCH_STAMP)
-	$(BIN)/python -m pytest
-	XLA_FLAGS="$(OTHER_XLA_FLAGS)" $(BIN)/python -m pytest -q -m "not slow and not forced_devices" $(NUMERICS_TESTS)
+	$(PYTEST)
+	XLA_FLAGS="$(OTHER_XLA_FLAGS)" $(PYTEST) -q -m "not slow and not forced_devices" $(NUMERICS_TESTS)
 
 ## Every benchmark, each against its reference in the same process; their ratios go into one table,
 ## _build/benchmarks.md, and into the README. About 15 minutes on 2 cores.

@@ -382,11 +382,13 @@ def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monke
 
     root = _two_chapter_book(tmp_path / "book", monkeypatch)
     both = threading.Barrier(2, timeout=20)  # each page waits for the other: only pages run at once pass it
-    cwds = []
+    cwds, preallocate = [], []
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
 
     def execute(source, target, parameters, cwd):
         both.wait()
         cwds.append(Path.cwd())
+        preallocate.append(os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"))  # what the page's kernel inherits
         time.sleep(0.2 if source.stem == "a" else 0.0)  # b finishes first
         target.write_text("{}")
         return 1.0
@@ -398,6 +400,7 @@ def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monke
     assert list(record["pages"]) == ["chapters/a", "chapters/b"] and record["jobs"] == 2
     assert cwds == [root / "_build" / "stage" / "chapters"] * 2  # where papermill starts their kernels
     assert Path.cwd() == here  # and the driver's own folder is given back
+    assert preallocate == ["false", "false"]  # two pages can share one GPU
 
 
 def test_a_failing_chapter_stops_the_queued_ones(tmp_path, monkeypatch):

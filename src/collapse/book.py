@@ -6,6 +6,7 @@
 2. executes each notebook page of ``_toc.yml`` (MyST Markdown, read with jupytext)
    through papermill with ``profile`` and ``seed`` injected, hides papermill's
    injected-parameters cell, and writes the executed ``.ipynb`` in place of the ``.md``;
+   ``--jobs`` chapters at a time (:data:`DEFAULT_JOBS`), each in its own kernel;
 3. records the profile and execution times in ``_build/stage/_execution.json`` for the
    reproducibility page (executed last);
 4. runs ``jupyter-book build -W -n --keep-going`` on the stage; HTML lands in ``_build/html``.
@@ -40,8 +41,9 @@ from .config import PROFILES
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "constraints.txt")
 LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on them
-# Pages executed at once. A page's kernel keeps about 1.4 of 2 cores busy on average (XLA:CPU runs many
-# small ops on one thread), so two at a time fill the cores: MEASURED.
+# Chapters executed at once. Alone, a chapter's kernel keeps 1.34 (vae) to 1.76 (lm) of 2 cores busy on
+# average (a cpu build, sampled every 5 s; XLA:CPU runs many small ops on one thread), so a second page
+# fills the idle core. More than two add memory and oversubscription, not cores, on a 2-core machine.
 DEFAULT_JOBS = 2
 MISSING_DATA_ERRORS = ("CorpusUnavailable", "DataUnavailable")  # a page that raises these is shown as a notice
 
@@ -288,6 +290,8 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
 
     env_vars = page_environment(root)
     os.environ.update(env_vars)
+    if jobs > 1:  # JAX takes 75 % of a GPU's memory when it starts: pages sharing one GPU take theirs as they go
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     all_pages = toc_pages(root)
     selected = set(pages or all_pages) | set(LAST_PAGES)
