@@ -43,7 +43,8 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "constraints.txt")
 LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on them
 # Chapters executed at once. Alone, a chapter's kernel keeps 1.34 (vae) to 1.76 (lm) of 2 cores busy on
 # average (a cpu build, sampled every 5 s; XLA:CPU runs many small ops on one thread), so a second page
-# fills the idle core. More than two add memory and oversubscription, not cores, on a 2-core machine.
+# fills the idle core: the cpu chapters took 48.7 min two at a time against 57.9 min one at a time (2-core
+# EPYC, same numbers to the bit). Each page then runs 1.3 (vae) to 2.3 (mixtures) times slower than alone.
 DEFAULT_JOBS = 2
 MISSING_DATA_ERRORS = ("CorpusUnavailable", "DataUnavailable")  # a page that raises these is shown as a notice
 
@@ -374,30 +375,37 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
         try:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 queue, running = list(group), {}
-                while queue or running:
-                    while queue and len(running) < jobs:  # a page starts only when one has ended: none after a failure
-                        page = queue.pop(0)
-                        running[pool.submit(one, page)] = page
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in sorted(done, key=lambda f: group.index(running[f])):
-                        page, error = running.pop(future), future.exception()
-                        if error is None:
-                            seconds[page] = round(future.result(), 1)
-                            print(f"[book] {page}: {future.result():.1f} s", flush=True)
-                        elif getattr(error, "ename", None) in MISSING_DATA_ERRORS and not require_data:
-                            missing[page] = str(getattr(error, "evalue", error))
-                            target = stage / f"{page}.md"
-                            target.with_suffix(".ipynb").unlink(missing_ok=True)
-                            target.write_text(notice_page(root / f"{page}.md", missing[page]), encoding="utf-8")
-                            print(f"[book] {page}: could not run, data missing ({missing[page].splitlines()[0][:200]})",
-                                  flush=True)
-                        else:  # stop the pages still running (their kernels), then fail
-                            if running:
-                                _stop_descendants()
-                            raise error
+                try:
+                    while queue or running:
+                        while queue and len(running) < jobs:  # a page starts when one has ended: none after a failure
+                            page = queue.pop(0)
+                            running[pool.submit(one, page)] = page
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for future in sorted(done, key=lambda f: group.index(running[f])):
+                            page, error = running.pop(future), future.exception()
+                            if error is None:
+                                seconds[page] = round(future.result(), 1)
+                                print(f"[book] {page}: {future.result():.1f} s", flush=True)
+                            elif getattr(error, "ename", None) in MISSING_DATA_ERRORS and not require_data:
+                                missing[page] = str(getattr(error, "evalue", error))
+                                _notice_instead(root, stage, page, missing[page])
+                            else:
+                                raise error
+                except BaseException:  # a failure or Ctrl-C: stop the pages still running (their kernels), then stop
+                    if running:
+                        _stop_descendants()
+                    raise
         finally:
             os.chdir(here)
     return seconds
+
+
+def _notice_instead(root: Path, stage: Path, page: str, message: str) -> None:
+    """Stage ``page`` as :func:`notice_page` (its data set is missing) instead of its results."""
+    target = stage / f"{page}.md"
+    target.with_suffix(".ipynb").unlink(missing_ok=True)
+    target.write_text(notice_page(root / f"{page}.md", message), encoding="utf-8")
+    print(f"[book] {page}: could not run, data missing ({message.splitlines()[0][:200]})", flush=True)
 
 
 def _jupyter_book_build(stage: Path, root: Path, *flags: str) -> int:
