@@ -417,6 +417,25 @@ def test_a_failing_chapter_stops_the_queued_ones(tmp_path, monkeypatch):
     assert ran == ["a"]
 
 
+def test_ctrl_c_stops_the_running_chapters(tmp_path, monkeypatch):
+    import threading
+
+    root = _two_chapter_book(tmp_path / "book", monkeypatch)
+    stopped = threading.Event()
+
+    def execute(source, target, parameters, cwd):
+        time.sleep(0.5)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # Ctrl-C while the page runs
+        assert stopped.wait(20), "the driver did not stop the running page"
+        raise RuntimeError("kernel died")  # what papermill raises when its kernel is killed
+
+    monkeypatch.setattr(book, "execute_page", execute)
+    monkeypatch.setattr(book, "_stop_descendants", stopped.set)  # the kernels, in a real build
+    with pytest.raises(KeyboardInterrupt):
+        book.build(root, "ci", 0, None, jobs=1)
+    assert stopped.is_set()
+
+
 def test_jobs_below_one_are_refused(tmp_path):
     result = run_book(small_book(tmp_path / "book"), "--jobs", "0")
     assert result.returncode == 2 and "--jobs 0: at least one page must run at a time" in result.stderr
