@@ -431,8 +431,13 @@ def test_ctrl_c_stops_the_running_chapters(tmp_path, monkeypatch):
 
     monkeypatch.setattr(book, "execute_page", execute)
     monkeypatch.setattr(book, "_stop_descendants", stopped.set)  # the kernels, in a real build
-    with pytest.raises(KeyboardInterrupt):
-        book.build(root, "ci", 0, None, jobs=1)
+    # Python's own Ctrl-C handler, as in `make book`: a test worker may have set another one.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            book.build(root, "ci", 0, None, jobs=1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stopped.is_set()
 
 
