@@ -331,13 +331,28 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_path, monkeypatch):
-    root = small_book(tmp_path / "book")
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/lm\n  - file: chapters/ok\n")
+def _chapter_book(root: Path, monkeypatch, chapters: dict[str, str]) -> Path:
+    """A book whose chapters are notebook pages with the given bodies; Sphinx is not run."""
+    small_book(root)
+    toc = "".join(f"  - file: chapters/{name}\n" for name in chapters)
+    (root / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{toc}")
     (root / "chapters").mkdir()
     header = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n---\n\n"
-    (root / "chapters" / "lm.md").write_text(header + "(chapter-lm)=\n# Language models\n\ntext\n")
-    (root / "chapters" / "ok.md").write_text(header + "# Fine\n")
+    for name, body in chapters.items():
+        (root / "chapters" / f"{name}.md").write_text(header + body)
+    for key in book.page_environment(root):  # build() sets these for its pages; restore them after the test
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+    monkeypatch.setattr(book.subprocess, "call", lambda command: 0)
+    return root
+
+
+def _two_chapter_book(root: Path, monkeypatch) -> Path:
+    return _chapter_book(root, monkeypatch, {"a": "# a\n", "b": "# b\n"})
+
+
+def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_path, monkeypatch):
+    root = _chapter_book(tmp_path / "book", monkeypatch, {"lm": "(chapter-lm)=\n# Language models\n\ntext\n",
+                                                            "ok": "# Fine\n"})
     ran = []
 
     class Missing(Exception):
@@ -350,10 +365,7 @@ def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_pat
         target.write_text("{}")
         return 0.1
 
-    for key in book.page_environment(root):  # build() sets these for its pages; restore them after the test
-        monkeypatch.setenv(key, os.environ.get(key, ""))
     monkeypatch.setattr(book, "execute_page", execute)
-    monkeypatch.setattr(book.subprocess, "call", lambda command: 0)
     assert book.build(root, "ci", 0, None) == 0
     notice = (root / "_build" / "stage" / "chapters" / "lm.md").read_text()
     assert notice.startswith("(chapter-lm)=\n# Language models") and "WikiText-2 is not in /data" in notice
@@ -362,19 +374,6 @@ def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_pat
         "chapters/lm": Missing.evalue}
     with pytest.raises(Missing):
         book.build(root, "ci", 0, None, require_data=True)
-
-
-def _two_chapter_book(root: Path, monkeypatch) -> Path:
-    small_book(root)
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapters/a\n  - file: chapters/b\n")
-    (root / "chapters").mkdir()
-    header = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n---\n\n"
-    for name in "ab":
-        (root / "chapters" / f"{name}.md").write_text(header + f"# {name}\n")
-    for key in book.page_environment(root):  # build() sets these for its pages; restore them after the test
-        monkeypatch.setenv(key, os.environ.get(key, ""))
-    monkeypatch.setattr(book.subprocess, "call", lambda command: 0)
-    return root
 
 
 def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monkeypatch):

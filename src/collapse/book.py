@@ -310,12 +310,12 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
             notebooks.append(page)
     chapters = [p for p in notebooks if p not in LAST_PAGES]
     start = time.perf_counter()
-    seconds = _execute_pages(root, stage, chapters, {"profile": profile, "seed": seed}, jobs, require_data, missing)
+    parameters = {"profile": profile, "seed": seed}
+    seconds = _execute_pages(root, stage, chapters, parameters, jobs, require_data, missing)
     record["execution_seconds"] = round(time.perf_counter() - start, 1)  # of all chapters, however many ran at once
     record["pages"] = {p: seconds[p] for p in chapters if p in seconds}  # in book order
     (stage / "_execution.json").write_text(json.dumps(record, indent=2))
-    last = _execute_pages(root, stage, [p for p in notebooks if p in LAST_PAGES], {"profile": profile, "seed": seed},
-                          1, require_data, missing)
+    last = _execute_pages(root, stage, [p for p in notebooks if p in LAST_PAGES], parameters, 1, require_data, missing)
     record["pages"].update(last)
     record["missing_data"] = missing
     (stage / "_execution.json").write_text(json.dumps(record, indent=2))
