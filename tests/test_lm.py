@@ -50,6 +50,20 @@ def test_logits_match_transformers(tiny_hf):
     assert np.abs(ours - reference).max() < 1e-4
 
 
+def test_token_nll_is_the_cross_entropy_of_transformers_logits(tiny_hf):
+    # token_nll applies the output head to the T - 1 scored positions only; the scores must be those of the full logits.
+    model, config, params = tiny_hf
+    tokens = prompts(3, 20)
+    with torch.no_grad():
+        logits = model(torch.tensor(tokens)).logits[:, :-1]
+        reference = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), torch.tensor(tokens[:, 1:]).reshape(-1), reduction="none"
+        ).reshape(3, 19).numpy()
+    ours = np.asarray(lm.token_nll(params, config, jnp.asarray(tokens)))
+    assert ours.shape == (3, 19)
+    assert np.abs(ours - reference).max() < 1e-4
+
+
 def test_published_names_without_the_model_prefix_convert_the_same(tiny_hf):
     # The safetensors of facebook/opt-125m name weights "decoder.…"; state_dict() names them "model.decoder.…".
     model, config, params = tiny_hf

@@ -172,12 +172,18 @@ def _embed(params: OPTParams, config: OPTConfig, tokens_BxT, start: int | jax.Ar
     return _dropout(params.embed[tokens_BxT] + positions[None], config.dropout, key)
 
 
-def _logits(params: OPTParams, x):
+def head(params: OPTParams, x):
+    """Logits ``… × V`` of hidden states ``… × D``: the final LayerNorm, then the tied output head."""
     return _layer_norm(x, params.ln_final) @ params.embed.T
 
 
 def forward(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, key: jax.Array | None = None) -> jax.Array:
     """Next-token logits ``B × T × V`` of unpadded sequences; dropout only when ``key`` is given."""
+    return head(params, hidden_states(params, config, tokens_BxT, key))
+
+
+def hidden_states(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    """The last layer's outputs ``B × T × D`` (before the final LayerNorm and the output head)."""
     t = tokens_BxT.shape[1]
     if t > config.max_positions:
         raise ValueError(f"sequences of {t} tokens are longer than max_positions={config.max_positions}")
@@ -192,7 +198,7 @@ def forward(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, key: ja
 
     layer_keys = None if key is None else jax.random.split(keys[1], config.n_layers)
     x, _ = jax.lax.scan(layer, x, (params.blocks, layer_keys))
-    return _logits(params, x)
+    return x
 
 
 # --------------------------------------------------------------------------- decoding with a cache
@@ -235,7 +241,7 @@ def prefill(params: OPTParams, config: OPTConfig, tokens_BxT: jax.Array, n_new: 
 
         x, _ = _block(config, _layer(params, i), x, attend, None)
     empty = tuple(jnp.zeros((b, n_continuations, config.n_heads, n_new, config.head_dim), x.dtype) for _ in prompt_k)
-    return _logits(params, x[:, -1]), Cache(tuple(prompt_k), tuple(prompt_v), empty, empty)
+    return head(params, x[:, -1]), Cache(tuple(prompt_k), tuple(prompt_v), empty, empty)
 
 
 def decode_step(params: OPTParams, config: OPTConfig, tokens_BxJ: jax.Array, cache: Cache, step) -> tuple[jax.Array, Cache]:
@@ -265,7 +271,7 @@ def decode_step(params: OPTParams, config: OPTConfig, tokens_BxJ: jax.Array, cac
             return out.reshape(b * j, 1, config.n_heads, config.head_dim), None
 
         x, _ = _block(config, _layer(params, i), x, attend, None)
-    logits = _logits(params, x[:, 0]).reshape(b, j, -1)
+    logits = head(params, x[:, 0]).reshape(b, j, -1)
     return logits, Cache(cache.prompt_k, cache.prompt_v, tuple(new_k), tuple(new_v))
 
 
