@@ -49,7 +49,7 @@ INITS = ("scratch", "pretrained", "opt-125m")
 class Pretraining:
     """The one-time pretraining of the ``pretrained`` start, on general text (see :func:`pretrain`)."""
 
-    steps: int = 1200  # AdamW steps of train.batch_size blocks (cpu: 1.1 passes over the text, about 6.5 min on 2 cores)
+    steps: int = 1200  # AdamW steps of train.batch_size blocks (cpu: 1.1 passes over the text, 308 s on 2 cores)
     train: lm.TrainConfig = lm.TrainConfig(learning_rate=2e-3, warmup=0.02, weight_decay=0.01, batch_size=64)  # epochs unused
     segment: int = 100  # steps between checkpoints: an interrupted pretraining resumes from the last one
     seed: int = 0  # one pretrained model for every chain (as OPT-125m is one model), whatever the chain's seed
