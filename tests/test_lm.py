@@ -107,6 +107,19 @@ def test_greedy_and_beam_search_equal_transformers_generate(tiny_hf, settings):
     np.testing.assert_array_equal(ours, reference)
 
 
+@pytest.mark.parametrize("n, k", [(480, 10), (103, 4), (20480, 10), (12, 5)])
+def test_top_k_by_chunks_is_lax_top_k(n, k):
+    rng = np.random.default_rng(n)
+    few = np.full(n, -np.inf)
+    few[rng.choice(n, k // 2, replace=False)] = rng.normal(size=k // 2)  # fewer finite entries than k
+    rows = [rng.normal(size=n), np.round(rng.normal(size=n)), np.zeros(n), few]  # distinct; many ties; all tied
+    x = jnp.asarray(np.stack(rows), jnp.float32)
+    values, index = decoding.top_k(x, k)
+    expected_values, expected_index = jax.lax.top_k(x, k)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(index, expected_index)
+
+
 def test_early_eos_cases_really_end_early(tiny_hf):
     # Guards the parity test above: with EOS allowed, some sequences must actually stop.
     _, config, params = tiny_hf
