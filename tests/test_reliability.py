@@ -402,6 +402,47 @@ def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monke
     assert preallocate == ["false", "false"]  # two pages can share one GPU
 
 
+def _reads_results_of(root: Path, page: str, after: str) -> None:
+    path = root / "chapters" / f"{page}.md"
+    path.write_text(path.read_text().replace("\n---\n", f"\nbook:\n  after: [{after}]\n---\n", 1))
+
+
+def test_a_page_that_reads_another_pages_results_runs_after_it(tmp_path, monkeypatch):
+    # b comes first in the book, but reads a's stored results: with two workers it must still wait for a.
+    root = _chapter_book(tmp_path / "book", monkeypatch, {"b": "# b\n", "a": "# a\n", "c": "# c\n"})
+    _reads_results_of(root, "b", "chapters/a")
+    finished, started = set(), []
+
+    def execute(source, target, parameters, cwd):
+        started.append(source.stem)
+        if source.stem == "b" and "a" not in finished:
+            raise RuntimeError("b ran before a had stored its results")
+        time.sleep(0.3 if source.stem == "a" else 0.0)
+        finished.add(source.stem)
+        target.write_text("{}")
+        return 0.1
+
+    monkeypatch.setattr(book, "execute_page", execute)
+    assert book.build(root, "ci", 0, None, jobs=2) == 0
+    assert started == ["a", "c", "b"]  # c took the free worker while b waited
+    record = json.loads((root / "_build" / "stage" / "_execution.json").read_text())
+    assert list(record["pages"]) == ["chapters/b", "chapters/a", "chapters/c"]  # recorded in book order
+
+
+def test_prerequisites_that_are_no_page_or_a_cycle_are_refused(tmp_path, monkeypatch):
+    root = _two_chapter_book(tmp_path / "book", monkeypatch)
+    monkeypatch.setattr(book, "execute_page", lambda source, target, parameters, cwd: 0.1)
+    _reads_results_of(root, "a", "chapters/missing")
+    with pytest.raises(ValueError, match=r"chapters/a.md: book.after names \['chapters/missing'\]"):
+        book.build(root, "ci", 0, None, jobs=2)
+    root = _two_chapter_book(tmp_path / "other", monkeypatch)
+    monkeypatch.setattr(book, "execute_page", lambda source, target, parameters, cwd: 0.1)
+    _reads_results_of(root, "a", "chapters/b")
+    _reads_results_of(root, "b", "chapters/a")
+    with pytest.raises(ValueError, match="chapters/a, chapters/b wait for pages that cannot run before them"):
+        book.build(root, "ci", 0, None, jobs=2)
+
+
 def test_a_failing_chapter_stops_the_queued_ones(tmp_path, monkeypatch):
     root = _two_chapter_book(tmp_path / "book", monkeypatch)
     ran = []

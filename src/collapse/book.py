@@ -93,6 +93,13 @@ def front_matter(path: Path) -> dict:
     return yaml.safe_load(text[4 : text.index("\n---", 4)]) or {}
 
 
+def prerequisites(root: Path, page: str) -> tuple[str, ...]:
+    """The pages whose stored results ``page`` reads (``book.after`` in its front matter): a build
+    executes it only once they have finished, however many pages run at once."""
+    after = (front_matter(root / f"{page}.md").get("book") or {}).get("after") or []
+    return tuple([after] if isinstance(after, str) else after)
+
+
 def chapter_table(root: Path) -> str:
     """The intro's table of chapters: every page of ``_toc.yml`` under ``chapters/``, in order,
     with the ``book.model`` and ``book.shows`` of its own front matter (so it cannot go stale)."""
@@ -309,6 +316,10 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
         elif page in selected:
             notebooks.append(page)
     chapters = [p for p in notebooks if p not in LAST_PAGES]
+    for page in notebooks:
+        unknown = [p for p in prerequisites(root, page) if p not in all_pages]
+        if unknown:
+            raise ValueError(f"{page}.md: book.after names {unknown}, which are not pages of {root / '_toc.yml'}")
     start = time.perf_counter()
     parameters = {"profile": profile, "seed": seed}
     seconds = _execute_pages(root, stage, chapters, parameters, jobs, require_data, missing)
@@ -353,13 +364,17 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
     A page whose data set is missing becomes a notice (its message lands in ``missing``) unless
     ``require_data``; any other failure stops the pages still running and is raised. Pages run in
     threads, each with its own kernel process; pages of one folder run together, because papermill
-    starts a kernel in the driver's working directory, which it sets to the page's folder.
+    starts a kernel in the driver's working directory, which it sets to the page's folder. A page
+    starts when a worker is free and its :func:`prerequisites` among ``pages`` have finished: the
+    first such page in book order.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from .numbers import MYST_SOURCES  # the page's footer offers its MyST source for download
 
     seconds: dict[str, float] = {}
+    unfinished = set(pages)
+    waits_for = {page: set(prerequisites(root, page)) & unfinished for page in pages}
     here = os.getcwd()
     for folder, group in itertools.groupby(pages, key=lambda page: (stage / page).parent):
         group = list(group)
@@ -377,12 +392,19 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
                 queue, running = list(group), {}
                 try:
                     while queue or running:
-                        while queue and len(running) < jobs:  # a page starts when one has ended: none after a failure
-                            page = queue.pop(0)
+                        while len(running) < jobs:  # a page starts when one has ended: none after a failure
+                            page = next((p for p in queue if not waits_for[p] & unfinished), None)
+                            if page is None:
+                                break
+                            queue.remove(page)
                             running[pool.submit(one, page)] = page
+                        if not running:
+                            raise ValueError(f"{', '.join(queue)} wait for pages that cannot run before them: "
+                                             f"{', '.join(sorted(set().union(*(waits_for[p] for p in queue))))}")
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in sorted(done, key=lambda f: group.index(running[f])):
                             page, error = running.pop(future), future.exception()
+                            unfinished.discard(page)
                             if error is None:
                                 seconds[page] = round(future.result(), 1)
                                 print(f"[book] {page}: {future.result():.1f} s", flush=True)
