@@ -118,7 +118,7 @@ def test_simulated_absorption_agrees_with_the_exact_chain():
     assert abs(result["T"].mean() - wrong.mean) / np.sqrt(wrong.var / S) > 5
 
 
-def test_absorption_does_not_depend_on_batching():
+def test_absorption_does_not_depend_on_batching(monkeypatch):
     config = discrete.AbsorptionRun("uniform(3)", n_samples=8, n_chains=300)
     from collapse import runner
 
@@ -127,8 +127,11 @@ def test_absorption_does_not_depend_on_batching():
                       stop=discrete.is_delta)
         real = discrete.RealCategorical(config.distribution)
         a, _ = runner.simulate_until(discrete.MODEL, real, n_steps=3, batch_size=64, **kwargs)
-        b, _ = runner.simulate_until(discrete.MODEL, real, n_steps=50, batch_size=4096, **kwargs)
+        b, _ = runner.simulate_until(discrete.MODEL, real, n_steps=50, batch_size=4096, **kwargs)  # 300, then 128 lanes
+        monkeypatch.setattr(runner, "PASSAGE_LANES", (100, 32, 8))  # three chunk sizes as chains stop
+        c, _ = runner.simulate_until(discrete.MODEL, real, n_steps=5, batch_size=4096, **kwargs)
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
     capped = discrete.absorb(discrete.AbsorptionRun("uniform(3)", n_samples=50, n_chains=50, max_generations=2))
     assert capped["censored"].all() and np.all(capped["T"] == 4)
 
