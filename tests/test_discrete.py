@@ -225,3 +225,17 @@ def test_stationary_fit_accepts_draws_from_the_law_and_rejects_another():
     shifted = np.clip(counts + 1, 0, M)  # one count more on the second state in every chain
     with pytest.raises(AgreementError, match="stationary law rejected"):
         discrete.stationary_fit(shifted, pi)
+
+
+def test_stored_frequencies_are_the_frequencies_of_that_many_chains(tmp_path):
+    from collapse.store import ResultsStore
+
+    config = discrete.CategoricalRun("zipf(20, 1)", n_samples=30, n_chains=8, n_generations=10, n_recorded=4)
+    store = ResultsStore(tmp_path)
+    first = discrete.frequencies_cached(config, n_chains=3, store=store)
+    again = discrete.frequencies_cached(config, n_chains=3, store=store)  # loaded
+    fresh = discrete.frequencies(config, n_chains=3)
+    assert len(list(tmp_path.rglob("result.npz"))) == 1
+    for result in (again, fresh):
+        np.testing.assert_array_equal(first["p"], result["p"])
+    assert discrete.frequencies_cached(config, n_chains=5, store=store)["p"].shape[0] == 5  # another key

@@ -413,6 +413,14 @@ def run_cached(config: CategoricalRun, store=None) -> dict[str, np.ndarray]:
     return (store or ResultsStore()).cached("discrete", VERSION, config, lambda: run(config))
 
 
+def frequencies_cached(config: CategoricalRun, n_chains: int = 1, store=None) -> dict[str, np.ndarray]:
+    """:func:`frequencies`, stored under its config and ``n_chains``."""
+    from .store import ResultsStore
+
+    key = {"run": config, "n_chains": n_chains}
+    return (store or ResultsStore()).cached("discrete-frequencies", VERSION, key, lambda: frequencies(config, n_chains))
+
+
 def absorb_cached(config: AbsorptionRun, store=None) -> dict[str, np.ndarray]:
     from .store import ResultsStore
 
