@@ -473,3 +473,21 @@ def test_chapter_configs_are_valid_and_paper_is_the_published_protocol():
         assert chapter.n_generations >= (5 if profile == "cpu" else 1)
     with pytest.raises(ValueError, match="corpus"):
         dataclasses.replace(paper, corpus="ptb")
+
+
+def test_drift_verdicts_on_hand_made_curves():
+    chapter = lm_experiment.chapter_config("ci")  # seeds 0 and 1, two generations after generation 0
+    replace, mix = chapter.settings
+    curves = {  # test perplexity at generations 0, 1, 2
+        (replace.name, 0): [50.0, 60.0, 59.0],  # rose, then fell back a little
+        (replace.name, 1): [50.0, 54.0, 58.0],  # kept rising
+        (mix.name, 0): [50.0, 52.0, 53.0],  # rose less than replace
+        (mix.name, 1): [50.0, 60.0, 61.0],  # rose more than replace
+    }
+    moved = lm_experiment.drift({key: {"test_ppl": np.array(c)} for key, c in curves.items()}, chapter)
+    np.testing.assert_allclose(moved["rise"][replace.name], [9.0, 8.0])
+    np.testing.assert_allclose(moved["first_step"], [10.0, 4.0])
+    np.testing.assert_allclose(moved["after_first"], [-1.0, 4.0])
+    assert (moved["rose"], moved["kept_lower"], moved["kept_rising"], moved["n_seeds"]) == (2, 1, 1, 2)
+    assert lm_experiment.seeds_phrase(1, 2) == "in 1 of the 2 seeds"
+    assert lm_experiment.seeds_phrase(2, 2) == "in every seed" and lm_experiment.seeds_phrase(0, 2) == "in no seed"

@@ -487,15 +487,22 @@ def drift(summaries: dict, chapter: "LMChapter") -> dict:
 
     ``rise``: last-generation minus generation-0 test perplexity, per setting (one per seed);
     ``rose``: the seeds in which it rose without original data; ``kept_lower``: the seeds in
-    which keeping 10 % real data rose less than using none.
+    which keeping 10 % real data rose less than using none. The shape of the first setting's
+    rise, per seed: ``first_step`` (generation 1 minus generation 0), ``after_first`` (last
+    generation minus generation 1) and ``kept_rising``, the seeds in which ``after_first > 0``.
     """
     replace, mix = chapter.settings
     ppl = {s.name: over_seeds(summaries, s, chapter.seeds, "test_ppl") for s in chapter.settings}
     rise = {name: p[:, -1] - p[:, 0] for name, p in ppl.items()}
+    first_step = ppl[replace.name][:, 1] - ppl[replace.name][:, 0]
+    after_first = ppl[replace.name][:, -1] - ppl[replace.name][:, 1]
     return {
         "rise": rise,
         "rose": int((rise[replace.name] > 0).sum()),
         "kept_lower": int((rise[mix.name] < rise[replace.name]).sum()),
+        "first_step": first_step,
+        "after_first": after_first,
+        "kept_rising": int((after_first > 0).sum()),
         "n_seeds": len(chapter.seeds),
     }
 
