@@ -428,6 +428,15 @@ def test_a_page_that_reads_another_pages_results_runs_after_it(tmp_path, monkeyp
     record = json.loads((root / "_build" / "stage" / "_execution.json").read_text())
     assert list(record["pages"]) == ["chapters/b", "chapters/a", "chapters/c"]  # recorded in book order
 
+    # A page that another waits for starts first, before pages ahead of it in the book.
+    root = _chapter_book(tmp_path / "other", monkeypatch, {"x": "# x\n", "y": "# y\n", "z": "# z\n"})
+    _reads_results_of(root, "y", "chapters/z")
+    started.clear()
+    finished.update("xyz")
+    monkeypatch.setattr(book, "execute_page", execute)
+    assert book.build(root, "ci", 0, None, jobs=1) == 0
+    assert started == ["z", "x", "y"]
+
 
 def test_prerequisites_that_are_no_page_or_a_cycle_are_refused(tmp_path, monkeypatch):
     root = _two_chapter_book(tmp_path / "book", monkeypatch)

@@ -366,7 +366,10 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
     threads, each with its own kernel process; pages of one folder run together, because papermill
     starts a kernel in the driver's working directory, which it sets to the page's folder. A page
     starts when a worker is free and its :func:`prerequisites` among ``pages`` have finished: the
-    first such page in book order.
+    first such page in book order, pages that others wait for first. A prerequisite and the page
+    that reads it run one after the other, so starting the prerequisite early shortens the build:
+    at ``cpu`` the LM chapter and the avoiding page that reads it took 1,964 s and 390 s of a
+    fresh-clone build on 2 cores, the longest path of the build.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -389,7 +392,8 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
         os.chdir(folder)
         try:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                queue, running = list(group), {}
+                awaited = set().union(*(waits_for[p] for p in group))
+                queue, running = sorted(group, key=lambda p: p not in awaited), {}  # stable: book order otherwise
                 try:
                     while queue or running:
                         while len(running) < jobs:  # a page starts when one has ended: none after a failure
