@@ -6,6 +6,7 @@ Every case asserts the clear error or the correct recomputation, not merely "no 
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -503,6 +504,54 @@ def test_records_are_written_atomically(tmp_path):
 
 def test_code_digest_keys_results(monkeypatch, tmp_path):
     key = store_module.config_key("exp", "1", {"a": 1})
-    store_module.code_digest.cache_clear()
-    monkeypatch.setattr(store_module, "code_digest", lambda: "other-code")
+    monkeypatch.setattr(store_module, "code_digest", lambda experiment=None: "other-code")
     assert store_module.config_key("exp", "1", {"a": 1}) != key
+    seen = []
+    monkeypatch.setattr(store_module, "code_digest", lambda experiment=None: seen.append(experiment) or "code")
+    store_module.config_key("lm-analysis", "1", {"a": 1})
+    assert seen == ["lm-analysis"]  # the key asks for that experiment's code
+    monkeypatch.undo()
+    package = Path(store_module.__file__).parent
+    assert store_module.code_digest("lm-analysis") == store_module.source_digest(package, "lm_experiment")
+    assert store_module.code_digest("not-an-experiment") == store_module.source_digest(package)  # every module
+
+
+def test_an_experiments_key_hashes_the_modules_it_imports(tmp_path):
+    package = Path(store_module.__file__).parent
+    copy = tmp_path / "collapse"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {m: store_module.source_digest(copy, m) for m in ("discrete", "lm_experiment", "gaussian", "real_fraction")}
+    everything = store_module.source_digest(copy)
+
+    def edit(name: str) -> dict:
+        with open(copy / f"{name}.py", "a") as f:
+            f.write("\n# an edit\n")
+        return {m: store_module.source_digest(copy, m) for m in before}
+
+    after = edit("lm_experiment")  # the LM chapter's code: no other chapter's results are re-keyed
+    assert after["lm_experiment"] != before["lm_experiment"] and store_module.source_digest(copy) != everything
+    assert [after[m] == before[m] for m in ("discrete", "gaussian", "real_fraction")] == [True] * 3
+    after = edit("sampling")  # imported by discrete, and by real_fraction through discrete
+    assert [after[m] != before[m] for m in ("discrete", "real_fraction")] == [True] * 2 and after["gaussian"] == before["gaussian"]
+    after = edit("runner")  # every experiment runs on it
+    assert all(after[m] != before[m] for m in before)
+    assert "chapter" in store_module.imported_modules(copy, "gaussian")
+    unchanged = store_module.source_digest(copy, "gaussian")
+    edit("chapter")  # imported, but presentation: no stored number depends on it
+    assert store_module.source_digest(copy, "gaussian") == unchanged
+
+
+def test_every_experiment_the_library_stores_has_its_module():
+    import re
+
+    package = Path(store_module.__file__).parent
+    names = set()
+    for path in package.glob("*.py"):
+        source = path.read_text()
+        names |= set(re.findall(r'\.(?:cached|run_dir)\(f?"([^"{]+)', source))
+        names |= set(re.findall(r'generation_zero_dir\(store, "([^"]+)"', source))
+    assert {"gaussian", "discrete", "lm", "lm-pretrain", "vae", "classifier", "mixtures-"} <= names  # the scan sees them
+    for name in names:
+        module = store_module.experiment_module(name + ("x" if name.endswith("-") else ""))
+        assert module is not None and (package / f"{module}.py").is_file(), name
+        assert module in store_module.imported_modules(package, module)
