@@ -384,7 +384,9 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
 
         def one(page: str) -> float:
             source, target = root / f"{page}.md", stage / f"{page}.md"
-            print(f"[book] executing {page} (profile={parameters['profile']})", flush=True)
+            # one write, newline included: two workers' lines printed at once ran together
+            sys.stdout.write(f"[book] executing {page} (profile={parameters['profile']})\n")
+            sys.stdout.flush()
             (target.parent / MYST_SOURCES).mkdir(exist_ok=True)
             shutil.copy2(source, target.parent / MYST_SOURCES / source.name)
             return execute_page(source, target.with_suffix(".ipynb"), parameters, target.parent)
