@@ -377,6 +377,24 @@ def test_a_page_with_missing_data_becomes_a_notice_and_the_rest_is_built(tmp_pat
         book.build(root, "ci", 0, None, require_data=True)
 
 
+def test_pages_not_selected_stand_in_by_title_so_the_strict_build_resolves_them(tmp_path, monkeypatch):
+    root = _chapter_book(tmp_path / "book", monkeypatch, {"lm": "(chapter-lm)=\n# Language models\n\ntext\n",
+                                                            "ok": "# Fine\n\nSee {ref}`chapter-lm`.\n"})
+    ran = []
+
+    def execute(source, target, parameters, cwd):
+        ran.append(source.stem)
+        target.write_text("{}")
+        return 0.1
+
+    monkeypatch.setattr(book, "execute_page", execute)
+    assert book.build(root, "ci", 0, ["chapters/ok"]) == 0
+    assert ran == ["ok"]
+    stand_in = (root / "_build" / "stage" / "chapters" / "lm.md").read_text()
+    assert stand_in.startswith("(chapter-lm)=\n# Language models") and "executed only chapters/ok" in stand_in
+    assert "text" not in stand_in and not (root / "_build" / "stage" / "chapters" / "lm.ipynb").exists()
+
+
 def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monkeypatch):
     import threading
 

@@ -206,16 +206,22 @@ def page_environment(root: Path) -> dict[str, str]:
     }
 
 
-def notice_page(source: Path, message: str) -> str:
-    """A page that could not run: its label and title, and a warning with what is missing and how to get it."""
+def stand_in_page(source: Path, admonition: str) -> str:
+    """What the build shows for a page it did not execute: the page's label and title, then
+    ``admonition`` (MyST), so that the table of contents and links to the page still resolve."""
     head = []
     for line in source.read_text(encoding="utf-8").split("---", 2)[-1].lstrip().splitlines():
         head.append(line)
         if line.startswith("# "):
             break
-    return ("\n".join(head) + "\n\n```{warning}\nThis page could not be executed because a data set it needs is "
-            f"missing:\n\n{message}\n\nGet the data as the message says (the README's *Where things land* lists "
-            "every data set), then run `make book` again.\n```\n")
+    return "\n".join(head) + "\n\n" + admonition
+
+
+def notice_page(source: Path, message: str) -> str:
+    """A page that could not run: a warning with what is missing and how to get it."""
+    return stand_in_page(source, "```{warning}\nThis page could not be executed because a data set it needs is "
+                         f"missing:\n\n{message}\n\nGet the data as the message says (the README's *Where things land* "
+                         "lists every data set), then run `make book` again.\n```\n")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -315,6 +321,10 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
             target.write_text(with_chapter_table(source.read_text(encoding="utf-8"), root), encoding="utf-8")
         elif page in selected:
             notebooks.append(page)
+        else:  # --pages: the others stand in by title, so that the strict build's links resolve
+            target.write_text(stand_in_page(source, "```{note}\nThis build executed only "
+                                            f"{', '.join(sorted(set(pages)))}; `make book` executes every page.\n```\n"),
+                              encoding="utf-8")
     chapters = [p for p in notebooks if p not in LAST_PAGES]
     for page in notebooks:
         unknown = [p for p in prerequisites(root, page) if p not in all_pages]
