@@ -11,9 +11,10 @@ from scipy import stats
 from collapse import sampling
 
 
-def binomial_draws(n, p, size, seed=0, max_large=None):
+def binomial_draws(n, p, size, seed=0, max_large=None, n_max=None):
     with jax.enable_x64(True):
-        draw = jax.jit(lambda key: sampling.binomial(key, jnp.full((size,), float(n)), jnp.full((size,), p), max_large))
+        draw = jax.jit(lambda key: sampling.binomial(key, jnp.full((size,), float(n)), jnp.full((size,), p), max_large,
+                                                     n_max))
         return np.asarray(draw(jax.random.key(seed)))
 
 
@@ -26,17 +27,19 @@ def chi2_pvalue(observed, expected, min_expected=5.0):
     return stats.chi2.sf(((o - e) ** 2 / e).sum(), len(e) - 1)
 
 
-@pytest.mark.parametrize("n, p", [
-    (6, 0.3),  # inversion
-    (60, 0.1),  # inversion, mean 6
-    (40, 0.5),  # rejection (BTRS), mean 20
-    (300, 0.85),  # rejection on the reflected tail 1 - p
-    (2000, 0.004),  # inversion with many trials
-    (25, 0.42),  # rejection just above its threshold
+@pytest.mark.parametrize("n, p, n_max", [
+    (6, 0.3, None),  # inversion
+    (60, 0.1, None),  # inversion, mean 6
+    (40, 0.5, None),  # rejection (BTRS), mean 20
+    (300, 0.85, None),  # rejection on the reflected tail 1 - p
+    (2000, 0.004, None),  # inversion with many trials
+    (25, 0.42, None),  # rejection just above its threshold
+    (200, 0.5, 200),  # inversion alone (n_max / 2 = INVERSION_ONLY_MAX_MEAN), mean 100
+    (150, 0.8, 200),  # inversion alone, on the reflected tail
 ])
-def test_binomial_follows_its_pmf(n, p):
+def test_binomial_follows_its_pmf(n, p, n_max):
     size = 200_000
-    x = binomial_draws(n, p, size, seed=n)
+    x = binomial_draws(n, p, size, seed=n, n_max=n_max)
     assert np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= n
     k = np.arange(n + 1)
     observed = np.bincount(x.astype(int), minlength=n + 1)
@@ -85,6 +88,7 @@ def multinomial_draws(p, m, size, seed):
     (150, [0.6, 0.3, 0.1]),  # binomial splitting (m >= 50 K), K padded to 4
     (400, [0.45, 0.0, 0.35, 0.2, 0.0, 0.0, 0.0]),  # binomial splitting, states of probability 0
     (30, [0.7, 0.3]),  # K = 2: one binomial
+    (200, [0.5, 0.5]),  # K = 2 by inversion alone (m / 2 = INVERSION_ONLY_MAX_MEAN)
 ])
 def test_multinomial_follows_its_pmf(m, p):
     p, size = np.asarray(p), 40_000

@@ -297,7 +297,8 @@ def stationary_distribution(P: np.ndarray) -> np.ndarray:
 
 # Bump when a change alters the numbers; old cached results are then ignored.
 # 2: collapse.sampling (binomial splitting for K = 2 and M >= 50 K).
-VERSION = "2"
+# 3: collapse.sampling draws every binomial by inversion where m <= 200 (K = 2 and splitting).
+VERSION = "3"
 
 
 def _batch_size(M: int) -> int:
