@@ -39,8 +39,9 @@ INVERSION_MAX_MEAN = 10.0
 # drawn by inversion: the vectorised rejection loop runs until the unluckiest lane of all is
 # accepted, and costs more than inversion's walk up to the largest mean. Measured for K = 2
 # multinomials (41,943 chains, float64, 2-core CPU), inversion alone against rejection from mean 10:
-# m = 100 470 vs 1,470 ns a chain; m = 200 740 vs 1,020; m = 400 1,220 vs 1,130; m = 1,000 3,400 vs
-# 1,040. Float64 only: the walk starts at (1 - q)^n >= 4^(-100), which float32 cannot hold.
+# m = 100 290 vs 1,470 ns a chain, m = 200 318 vs 1,020; with rejection's set-up still computed,
+# inversion alone took 1,220 vs 1,130 ns at m = 400 and 3,400 vs 1,040 at m = 1,000.
+# Float64 only: the walk starts at (1 - q)^n >= 4^(-100), which float32 cannot hold.
 INVERSION_ONLY_MAX_MEAN = 100.0
 # Inversion steps per loop iteration.
 UNROLL = 8
