@@ -240,8 +240,26 @@ def test_unk_is_no_word_of_the_corpus(tmp_path):
     def block(line):
         return np.asarray([tokenizer.encode(line, add_special_tokens=False).ids], np.int32)
 
-    assert lm_experiment.word_share(tokenizer, block(" <unk>" * 12), words) == 0.0
-    assert lm_experiment.word_share(tokenizer, block(" the town <unk> of the town ."), words) == 4 / 5
+    assert lm_experiment.word_shares(tokenizer, block(" <unk>" * 12), words) == (0.0, 1.0)
+    assert lm_experiment.word_shares(tokenizer, block(" the town <unk> of the town ."), words) == (4 / 5, 1 / 5)
+    assert lm_experiment.word_shares(tokenizer, block(" the town zzq of the town ."), words) == (4 / 5, 0.0)
+
+
+def test_competence_tells_placeholders_from_other_non_words():
+    """Generation 0's word test, on hand-made summaries: words that are neither <unk> nor words of
+    the corpus fail ``other_words_real``; <unk> alone fails ``real_words`` only."""
+    summary = {"test_ppl": [80.0, 90.0], "zero_shot_ppl": 75.0, "unigram_ppl": 800.0, "first_repeat": [6.0, 5.0],
+               "corpus_words": [0.72, 0.5], "placeholders": [0.26, 0.3], "real_placeholders": 0.027}
+    z = lm_experiment.competence(summary)
+    assert z["other_words"] == pytest.approx(0.72 / 0.74)
+    assert (z["real_words"], z["other_words_real"]) == (False, True)
+    assert z["far_below_unigram"] and z["loops_early"] and not z["fine_tuning_helped"]
+    z = lm_experiment.competence({**summary, "corpus_words": [0.6, 0.5]})  # 81 % of the other words
+    assert (z["real_words"], z["other_words_real"]) == (False, False)
+    z = lm_experiment.competence({**summary, "corpus_words": [0.95, 0.5], "placeholders": [0.0, 0.0],
+                                  "first_repeat": [20.0, 5.0], "test_ppl": [70.0, 90.0]})
+    assert z["real_words"] and z["other_words_real"] and not z["loops_early"] and z["fine_tuning_helped"]
+    assert lm_experiment.competence({**summary, "placeholders": [1.0, 1.0]})["other_words"] == 0.0
 
 
 # --------------------------------------------------------------------------- training
@@ -372,6 +390,7 @@ def test_analysis_measures_every_generation(tmp_path):
     first = np.exp(analysis["test_nll"][0].mean())
     assert summary["test_ppl"][0] == pytest.approx(first, rel=1e-6)
     assert analysis["start_test_nll"].shape == (16,) and 0 <= analysis["corpus_words"].min() <= 1
+    assert analysis["placeholders"].shape == analysis["corpus_words"].shape and 0 <= analysis["real_placeholders"] <= 1
     assert summary["unigram_ppl"] > 1 and summary["zero_shot_ppl"] > 1
 
 

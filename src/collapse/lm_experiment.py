@@ -41,7 +41,7 @@ from .runner import generation_zero_dir, require_finished, run_generations, stre
 from .store import DamagedEntry, ResultsStore, RunDir, array_digest, locked
 
 VERSION = "2"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model)
-ANALYSIS_VERSION = "5"  # of the measurements: bump when analyse() changes (runs are kept); 5: <unk> is no word
+ANALYSIS_VERSION = "6"  # of the measurements: bump when analyse() changes (runs are kept); 6: <unk>'s share
 INITS = ("scratch", "pretrained", "opt-125m")
 
 
@@ -338,11 +338,12 @@ def corpus_words(lines: list[str]) -> frozenset[str]:
     return frozenset(word for line in lines for word in line.split()) - PLACEHOLDERS
 
 
-def word_share(tokenizer, blocks_NxT: np.ndarray, words: frozenset[str]) -> float:
-    """Share of the words of the decoded blocks that are words of ``words``. Each block's first and
-    last word are left out: a 64-token cut may split them."""
+def word_shares(tokenizer, blocks_NxT: np.ndarray, words: frozenset[str]) -> tuple[float, float]:
+    """Shares of the words of the decoded blocks that are words of ``words``, and that are
+    :data:`PLACEHOLDERS`. Each block's first and last word are left out: a 64-token cut may split them."""
     inner = [w for row in blocks_NxT for w in text.decode(tokenizer, row).split()[1:-1]]
-    return sum(w in words for w in inner) / max(len(inner), 1)
+    n = max(len(inner), 1)
+    return sum(w in words for w in inner) / n, sum(w in PLACEHOLDERS for w in inner) / n
 
 
 def rare_token_blocks(train_NxT: np.ndarray, test_MxT: np.ndarray, vocab_size: int, fraction: float = 0.1) -> np.ndarray:
@@ -365,7 +366,8 @@ class Instruments:
 def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: ResultsStore | None = None) -> dict:
     """Measure every generation of a finished run. Arrays over generations ``G``:
     ``test_nll`` (G × test blocks), ``judged_nll`` (G × n_judged: generation-0 model on each
-    generation's data), ``distinct_1/2/3``, ``repetition``, ``entropy``, ``corpus_words`` (G,),
+    generation's data), ``distinct_1/2/3``, ``repetition``, ``entropy``, ``corpus_words`` and
+    ``placeholders`` (G,; the last two from :func:`word_shares`),
     ``examples`` (G × n_examples × 64 tokens), ``valid_ppl`` and ``train_loss`` (G × epochs),
     ``best_epoch`` (G,); and ``start_test_nll`` (the starting model's, before fine-tuning: the
     zero-shot perplexity), ``unigram_ppl``, ``rare`` (mask of test blocks) and the same text
@@ -381,8 +383,8 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
         prompts = data.test[: instruments.n_examples]
         words = corpus_words(data.corpus.train)
         out = {k: [] for k in ("test_nll", "judged_nll", "distinct_1", "distinct_2", "distinct_3", "repetition",
-                               "first_repeat", "entropy", "corpus_words", "examples", "valid_ppl", "train_loss",
-                               "best_epoch")}
+                               "first_repeat", "entropy", "corpus_words", "placeholders", "examples", "valid_ppl",
+                               "train_loss", "best_epoch")}
         for n in range(config.n_generations + 1):
             record = run_dir.load_generation(n)
             samples = record["samples"][: instruments.n_judged or None]
@@ -393,7 +395,9 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
             out["repetition"].append(repetition_rate(samples))
             out["first_repeat"].append(tokens_before_repeat(samples))
             out["entropy"].append(unigram_entropy(samples, config.model.vocab_size))
-            out["corpus_words"].append(word_share(data.tokenizer, samples, words))
+            shares = word_shares(data.tokenizer, samples, words)
+            out["corpus_words"].append(shares[0])
+            out["placeholders"].append(shares[1])
             out["examples"].append(np.asarray(decoding.generate(record["params"], config.model, config.decode, prompts)))
             for k in ("valid_ppl", "train_loss", "best_epoch"):
                 out[k].append(record["metrics"][k])
@@ -408,7 +412,7 @@ def analyse(config: LMRun, instruments: Instruments, data: LMData, *, store: Res
         result["real_repetition"] = repetition_rate(judged_real)
         result["real_first_repeat"] = tokens_before_repeat(judged_real)
         result["real_entropy"] = unigram_entropy(judged_real, config.model.vocab_size)
-        result["real_corpus_words"] = word_share(data.tokenizer, judged_real, words)
+        result["real_corpus_words"], result["real_placeholders"] = word_shares(data.tokenizer, judged_real, words)
         return result
 
     return store.cached("lm-analysis", ANALYSIS_VERSION, key, compute)
@@ -450,9 +454,9 @@ def summarise(analysis: dict) -> dict:
         "common_ppl": floats(np.exp(test_nll[:, ~rare].mean(axis=1))),
         "judged_ppl_median": floats(np.exp(np.median(analysis["judged_nll"], axis=1))),
         **{k: floats(analysis[k]) for k in ("distinct_1", "distinct_2", "distinct_3", "repetition", "first_repeat",
-                                             "entropy", "corpus_words", "best_epoch")},
+                                             "entropy", "corpus_words", "placeholders", "best_epoch")},
         **{k: float(analysis[k]) for k in ("real_distinct_2", "real_repetition", "real_first_repeat", "real_entropy",
-                                            "real_corpus_words")},
+                                            "real_corpus_words", "real_placeholders")},
     }
 
 
@@ -470,13 +474,18 @@ def competence(summary: dict) -> dict:
     * ``far_below_unigram``: its test perplexity is at most half that of the training tokens'
       frequencies alone (``unigram_ppl``);
     * ``real_words``: at least 90 % of the words it writes are words of the corpus (``<unk>`` is none);
+    * ``other_words_real``: the same test on the words that are not :data:`PLACEHOLDERS`, whose
+      share of its words is ``placeholders`` (``real_placeholders`` in real text);
     * ``loops_early``: half of its continuations repeat a 3-gram within their first 16 tokens.
     """
-    ppl_0 = summary["test_ppl"][0]
+    ppl_0, placeholders = summary["test_ppl"][0], summary["placeholders"][0]
+    other_words = summary["corpus_words"][0] / (1 - placeholders) if placeholders < 1 else 0.0
     return {
         "ppl_0": ppl_0, "zero_shot": summary["zero_shot_ppl"], "unigram": summary["unigram_ppl"],
+        "placeholders": placeholders, "real_placeholders": summary["real_placeholders"], "other_words": other_words,
         "far_below_unigram": bool(ppl_0 <= summary["unigram_ppl"] / 2),
         "real_words": bool(summary["corpus_words"][0] >= 0.9),
+        "other_words_real": bool(other_words >= 0.9),
         "loops_early": bool(summary["first_repeat"][0] < 16),
         "fine_tuning_helped": bool(ppl_0 < summary["zero_shot_ppl"]),
     }
