@@ -151,7 +151,9 @@ def test_avoiding_verdicts_on_hand_made_numbers():
             self.regime = regime
 
     rows = [(Setting("replace"), {"test_ppl": [10.0, 40.0]}), (Setting("mix(0.1)"), {"test_ppl": [10.0, 15.0]})]
-    assert avoiding.lm_regimes_compared(rows) == {"ratios": {"replace": 4.0, "mix(0.1)": 1.5}, "helped": True}
+    assert avoiding.lm_regimes_compared(rows) == {"ratios": {"replace": 4.0, "mix(0.1)": 1.5}, "rose_less": {"mix(0.1)": True}}
+    rows.append((Setting("accumulate"), {"test_ppl": [10.0, 60.0]}))  # rose more than replace
+    assert avoiding.lm_regimes_compared(rows)["rose_less"] == {"mix(0.1)": True, "accumulate": False}
     rows[1][1]["test_ppl"][-1] = 50.0
-    assert avoiding.lm_regimes_compared(rows)["helped"] is False
-    assert avoiding.lm_regimes_compared(rows[:1])["helped"] is None
+    assert avoiding.lm_regimes_compared(rows)["rose_less"] == {"mix(0.1)": False, "accumulate": False}
+    assert avoiding.lm_regimes_compared(rows[1:])["rose_less"] == {}

@@ -494,6 +494,13 @@ def test_chapter_configs_are_valid_and_paper_is_the_published_protocol():
         dataclasses.replace(paper, corpus="ptb")
 
 
+def test_blocks_trained_follows_the_runners_training_set():
+    """What the LM page says each regime fine-tunes on: the real blocks, then one batch of
+    continuations a generation, replaced or accumulated."""
+    assert [lm_experiment.blocks_trained("accumulate", 256, g) for g in (0, 1, 5)] == [256, 512, 1536]
+    assert [lm_experiment.blocks_trained(r, 256, 5) for r in ("replace", "mix(0.1)")] == [256, 256]
+
+
 def test_drift_verdicts_on_hand_made_curves():
     chapter = lm_experiment.chapter_config("ci")  # seeds 0 and 1, two generations after generation 0
     replace, mix = chapter.settings
@@ -508,5 +515,12 @@ def test_drift_verdicts_on_hand_made_curves():
     np.testing.assert_allclose(moved["first_step"], [10.0, 4.0])
     np.testing.assert_allclose(moved["after_first"], [-1.0, 4.0])
     assert (moved["rose"], moved["kept_lower"], moved["kept_rising"], moved["n_seeds"]) == (2, 1, 1, 2)
+    assert moved["accumulated"] == {}  # not run: nothing to say
+    accumulate, = [s for s in chapter.extra_settings if s.regime == "accumulate"]
+    # Against replace's +9 in seed 0: +8.5 is less (not less than seed 1's +8, nor than their mean).
+    for last, rose_less in ((58.5, True), (59.0, False)):
+        curves[accumulate.name, 0] = [50.0, 55.0, last]
+        moved = lm_experiment.drift({key: {"test_ppl": np.array(c)} for key, c in curves.items()}, chapter)
+        assert moved["accumulated"] == {accumulate.name: {"rise": last - 50.0, "rose_less": rose_less}}
     assert lm_experiment.seeds_phrase(1, 2) == "in 1 of the 2 seeds"
     assert lm_experiment.seeds_phrase(2, 2) == "in every seed" and lm_experiment.seeds_phrase(0, 2) == "in no seed"

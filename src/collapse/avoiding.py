@@ -55,14 +55,17 @@ class AvoidingChapter:
 
     def lm_summaries(self, store: ResultsStore | None = None) -> tuple[list, str | None]:
         """``([(setting, summary)], why missing)``: chapter 4's stored analyses of this seed, one per
-        setting; computes nothing (an empty list and the reason when they are not there)."""
+        data regime without a repetition penalty (its two settings, and ``accumulate`` where it ran);
+        computes nothing (an empty list and the reason when they are not there)."""
         chapter = self.lm_chapter()
         try:
             data = lm_experiment.load_data(chapter.corpus, init=chapter.init, vocab_size=chapter.vocab_size)
         except Exception as error:  # no corpus, no weights: say so instead of training anything
             return [], f"its data could not be loaded ({error})"
         rows = []
-        for setting in chapter.settings:
+        extra = [s for s in chapter.extra_settings if s.repetition_penalty == 1.0
+                 and s.regime not in {t.regime for t in chapter.settings}]
+        for setting in [*chapter.settings, *extra]:
             config = chapter.run_config(data, setting, chapter.seed)
             analysis = lm_experiment.stored_analysis(config, chapter.instruments, data, store)
             if analysis is not None:
@@ -105,13 +108,11 @@ def vae_regimes_compared(regimes: dict[str, dict]) -> dict:
 
 
 def lm_regimes_compared(rows: list) -> dict:
-    """Perplexity ratio (last generation / generation 0) per regime, and whether every regime that
-    keeps real data rose less than ``replace`` (None when there is nothing to compare)."""
+    """Perplexity ratio (last generation / generation 0) per regime, and ``rose_less``: for each regime
+    that keeps real data, whether its ratio is below ``replace``'s (empty without ``replace``)."""
     ratios = {setting.regime: s["test_ppl"][-1] / s["test_ppl"][0] for setting, s in rows}
-    helped = None
-    if "replace" in ratios and len(ratios) > 1:
-        helped = all(r < ratios["replace"] for k, r in ratios.items() if k != "replace")
-    return {"ratios": ratios, "helped": helped}
+    rose_less = {k: bool(r < ratios["replace"]) for k, r in ratios.items() if k != "replace"} if "replace" in ratios else {}
+    return {"ratios": ratios, "rose_less": rose_less}
 
 
 def fraction_trend(smallest_M: np.ndarray) -> str:

@@ -37,7 +37,7 @@ from .chapter import check_chapter, executed_note
 from .config import Regime, check_choice, check_int, check_positive, check_seed, to_dict
 from .distributed import agree, load_shared
 from .paths import results_dir
-from .runner import generation_zero_dir, require_finished, run_generations, stream_key
+from .runner import generation_zero_dir, require_finished, run_generations, stream_key, training_set
 from .store import DamagedEntry, ResultsStore, RunDir, array_digest, locked
 
 VERSION = "2"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model)
@@ -499,12 +499,19 @@ def drift(summaries: dict, chapter: "LMChapter") -> dict:
     which keeping 10 % real data rose less than using none. The shape of the first setting's
     rise, per seed: ``first_step`` (generation 1 minus generation 0), ``after_first`` (last
     generation minus generation 1) and ``kept_rising``, the seeds in which ``after_first > 0``.
+    ``accumulated``: for each ``accumulate`` setting the chapter ran (first seed only), its rise and
+    whether it rose less than the first setting in the same seed.
     """
     replace, mix = chapter.settings
     ppl = {s.name: over_seeds(summaries, s, chapter.seeds, "test_ppl") for s in chapter.settings}
     rise = {name: p[:, -1] - p[:, 0] for name, p in ppl.items()}
     first_step = ppl[replace.name][:, 1] - ppl[replace.name][:, 0]
     after_first = ppl[replace.name][:, -1] - ppl[replace.name][:, 1]
+    accumulated = {}
+    for s in chapter.extra_settings:
+        if s.regime == "accumulate" and (s.name, chapter.seed) in summaries:
+            p = summaries[s.name, chapter.seed]["test_ppl"]
+            accumulated[s.name] = {"rise": float(p[-1] - p[0]), "rose_less": bool(p[-1] - p[0] < rise[replace.name][0])}
     return {
         "rise": rise,
         "rose": int((rise[replace.name] > 0).sum()),
@@ -513,7 +520,15 @@ def drift(summaries: dict, chapter: "LMChapter") -> dict:
         "after_first": after_first,
         "kept_rising": int((after_first > 0).sum()),
         "n_seeds": len(chapter.seeds),
+        "accumulated": accumulated,
     }
+
+
+def blocks_trained(regime: str, n_real: int, generation: int) -> int:
+    """How many blocks generation ``generation`` fine-tunes on under ``regime``, with ``n_real`` real
+    blocks and as many continuations written by each generation: the runner's own training set."""
+    real = np.zeros((n_real, 1), np.int32)
+    return len(training_set(Regime.parse(regime), jax.random.key(0), real, [real] * generation))
 
 
 def seeds_phrase(k: int, n: int) -> str:
@@ -651,12 +666,12 @@ def chapter_config(profile: str, seed: int = 0, corpus: str = "wikitext-2", init
             profile, (seed, seed + 1), corpus, init or "pretrained", "ci", vocab_size=1024, n_train=128, n_valid=64,
             n_generations=2, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, weight_decay=0.01, batch_size=32),
             settings=(Setting("5 epochs, no original data", "replace", 2), Setting("10 epochs, 10% original data", "mix(0.1)", 3)),
-            extra_settings=(dataclasses.replace(PENALTY_2, epochs=2),),
+            extra_settings=(dataclasses.replace(PENALTY_2, epochs=2), dataclasses.replace(ACCUMULATE, epochs=2)),
             pretraining=Pretraining(steps=60, segment=20, train=lm.TrainConfig(learning_rate=3e-3, warmup=0.05, batch_size=32)),
             instruments=Instruments(n_judged=128),
         )
     if profile == "cpu":
-        return LMChapter(profile, (seed, seed + 1), corpus, init or "pretrained")
+        return LMChapter(profile, (seed, seed + 1), corpus, init or "pretrained", extra_settings=(PENALTY_2, ACCUMULATE))
     return LMChapter(
         profile, tuple(seed + k for k in range(5)), corpus, init or "opt-125m", "opt-125m", n_train=0, n_valid=0,
         n_generations=9, extra_settings=(PENALTY_2, PENALTY_3, ACCUMULATE),
