@@ -421,6 +421,42 @@ def test_jobs_run_chapters_at_once_and_record_them_in_book_order(tmp_path, monke
     assert preallocate == ["false", "false"]  # two pages can share one GPU
 
 
+def test_cpu_shares_are_disjoint_and_even_unless_pages_outnumber_cpus():
+    assert book.cpu_shares({0, 1}, 2) == [{0}, {1}]
+    shares = book.cpu_shares(range(16), 3)
+    assert [len(s) for s in shares] == [5, 6, 5] and set().union(*shares) == set(range(16))
+    assert sum(map(len, shares)) == 16  # no CPU in two shares
+    assert book.cpu_shares({5, 7}, 3) == [{5}, {7}, {5}] and book.cpu_shares({3}, 1) == [{3}]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is set on Linux only")
+def test_pages_at_once_run_their_kernels_on_their_own_cpus(tmp_path, monkeypatch):
+    # Real kernels: each page writes down the CPUs it may run on, and waits until the other page has started,
+    # so both hold a slot at once.
+    body = ("# {0}\n\n```{{code-cell}} ipython3\nimport os, pathlib, time\n"
+            "pathlib.Path('{0}.cpus').write_text(' '.join(map(str, sorted(os.sched_getaffinity(0)))))\n"
+            "deadline = time.time() + 60\n"
+            "while not pathlib.Path('{1}.cpus').exists() and time.time() < deadline:\n    time.sleep(0.05)\n```\n")
+    root = _chapter_book(tmp_path / "book", monkeypatch, {"a": "", "b": ""})
+    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
+    for page, other in ("ab", "ba"):
+        (root / "chapters" / f"{page}.md").write_text(header + body.format(page, other))
+    driver = os.sched_getaffinity(0)
+    assert book.build(root, "ci", 0, None, jobs=2) == 0
+    ran_on = {page: {int(c) for c in (root / "_build" / "stage" / "chapters" / f"{page}.cpus").read_text().split()}
+              for page in "ab"}
+    assert ran_on == {"a": book.cpu_shares(driver, 2)[0], "b": book.cpu_shares(driver, 2)[1]}
+    assert os.sched_getaffinity(0) == driver  # the driver keeps every CPU
+    record = json.loads((root / "_build" / "stage" / "_execution.json").read_text())
+    assert record["cpus"] == len(driver)
+
+    # One page at a time: the kernel has every CPU the driver has.
+    (root / "chapters" / "a.md").write_text(header + body.format("a", "a"))  # waits for nothing
+    assert book.build(root, "ci", 0, ["chapters/a"], jobs=1) == 0
+    assert {int(c) for c in (root / "_build" / "stage" / "chapters" / "a.cpus").read_text().split()} == driver
+
+
 def _reads_results_of(root: Path, page: str, after: str) -> None:
     path = root / "chapters" / f"{page}.md"
     path.write_text(path.read_text().replace("\n---\n", f"\nbook:\n  after: [{after}]\n---\n", 1))

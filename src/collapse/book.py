@@ -44,7 +44,13 @@ LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on
 # Chapters executed at once. Alone, a chapter's kernel keeps 1.34 (vae) to 1.76 (lm) of 2 cores busy on
 # average (a cpu build, sampled every 5 s; XLA:CPU runs many small ops on one thread), so a second page
 # fills the idle core: the cpu chapters took 48.7 min two at a time against 57.9 min one at a time (2-core
-# EPYC, same numbers to the bit). Each page then runs 1.3 (vae) to 2.3 (mixtures) times slower than alone.
+# EPYC). Each running page's kernel is pinned to its own share of the CPUs (:func:`cpu_shares`): XLA:CPU
+# sizes its thread pool to the CPUs a process may use, so two unpinned pages on 2 cores ran 4 threads
+# that spun waiting for each other. The mixtures page's multivariate section took 476 s beside the LM
+# pretraining in a fresh-clone build, 140 s beside it measured alone (144 s of CPU; 45 s with both cores
+# to itself), and 61-66 s pinned to one core (67 s of CPU); the pretraining ran 2.3 steps/s pinned, 2.2 in
+# that build. The thread count sets the rounding of XLA's parallel sums, so numbers are bit-identical for
+# the same machine and the same ``jobs``.
 DEFAULT_JOBS = 2
 MISSING_DATA_ERRORS = ("CorpusUnavailable", "DataUnavailable")  # a page that raises these is shown as a notice
 
@@ -310,7 +316,8 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     all_pages = toc_pages(root)
     selected = set(pages or all_pages) | set(LAST_PAGES)
     ordered = [p for p in all_pages if p not in LAST_PAGES] + [p for p in all_pages if p in LAST_PAGES]
-    record = {"profile": profile, "seed": seed, "jobs": jobs, "pages": {}}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None  # None: pages are not pinned
+    record = {"profile": profile, "seed": seed, "jobs": jobs, "cpus": cpus, "pages": {}}
     missing: dict[str, str] = {}
     notebooks = []
     for page in ordered:
@@ -367,6 +374,16 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     return status
 
 
+def cpu_shares(cpus, jobs: int) -> list[frozenset[int]]:
+    """The CPUs of each of ``jobs`` page slots: ``cpus`` cut into ``jobs`` runs as even as they go.
+    A CPU is shared only where the slots outnumber the CPUs."""
+    cpus = sorted(cpus)
+    if jobs >= len(cpus):
+        return [frozenset({cpus[slot % len(cpus)]}) for slot in range(jobs)]
+    bounds = [round(slot * len(cpus) / jobs) for slot in range(jobs + 1)]
+    return [frozenset(cpus[start:end]) for start, end in zip(bounds, bounds[1:])]
+
+
 def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, jobs: int, require_data: bool,
                    missing: dict[str, str]) -> dict[str, float]:
     """Execute ``pages`` (of the stage), ``jobs`` at a time; returns each executed page's seconds.
@@ -379,21 +396,27 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
     first such page in book order, pages that others wait for first. A prerequisite and the page
     that reads it run one after the other, so starting the prerequisite early shortens the build:
     at ``cpu`` the LM chapter and the avoiding page that reads it took 1,964 s and 390 s of a
-    fresh-clone build on 2 cores, the longest path of the build.
+    fresh-clone build on 2 cores, the longest path of the build. With ``jobs`` > 1 a page's kernel
+    runs on its slot's CPUs (:func:`cpu_shares`; see :data:`DEFAULT_JOBS`): the worker thread pins
+    itself before papermill starts the kernel, which inherits the pin.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from .numbers import MYST_SOURCES  # the page's footer offers its MyST source for download
 
     seconds: dict[str, float] = {}
+    pinned = jobs > 1 and hasattr(os, "sched_setaffinity")  # Linux; elsewhere pages share every CPU
+    shares = cpu_shares(os.sched_getaffinity(0), jobs) if pinned else []
     unfinished = set(pages)
     waits_for = {page: set(prerequisites(root, page)) & unfinished for page in pages}
     here = os.getcwd()
     for folder, group in itertools.groupby(pages, key=lambda page: (stage / page).parent):
         group = list(group)
 
-        def one(page: str) -> float:
+        def one(page: str, slot: int) -> float:
             source, target = root / f"{page}.md", stage / f"{page}.md"
+            if pinned:  # this thread only (pid 0): the kernel it starts inherits the pin, the driver does not
+                os.sched_setaffinity(0, shares[slot])
             # one write, newline included: two workers' lines printed at once ran together
             sys.stdout.write(f"[book] executing {page} (profile={parameters['profile']})\n")
             sys.stdout.flush()
@@ -406,6 +429,7 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 awaited = set().union(*(waits_for[p] for p in group))
                 queue, running = sorted(group, key=lambda p: p not in awaited), {}  # stable: book order otherwise
+                slots = {}  # future -> the slot (CPU share) its page holds
                 try:
                     while queue or running:
                         while len(running) < jobs:  # a page starts when one has ended: none after a failure
@@ -413,13 +437,16 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
                             if page is None:
                                 break
                             queue.remove(page)
-                            running[pool.submit(one, page)] = page
+                            slot = min(set(range(jobs)) - set(slots.values()))
+                            future = pool.submit(one, page, slot)
+                            running[future], slots[future] = page, slot
                         if not running:
                             raise ValueError(f"{', '.join(queue)} wait for pages that cannot run before them: "
                                              f"{', '.join(sorted(set().union(*(waits_for[p] for p in queue))))}")
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in sorted(done, key=lambda f: group.index(running[f])):
                             page, error = running.pop(future), future.exception()
+                            slots.pop(future)
                             unfinished.discard(page)
                             if error is None:
                                 seconds[page] = round(future.result(), 1)
