@@ -375,13 +375,17 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
 
 
 def cpu_shares(cpus, jobs: int) -> list[frozenset[int]]:
-    """The CPUs of each of ``jobs`` page slots: ``cpus`` cut into ``jobs`` runs as even as they go.
-    A CPU is shared only where the slots outnumber the CPUs."""
+    """The CPUs of each of ``jobs`` page slots: runs of ``len(cpus) // jobs`` of ``cpus``, disjoint.
+
+    Every share has the same size, so a page's thread count, and with it the rounding of its
+    numbers, does not depend on the slot it happens to get; CPUs left over (5 cores, 2 jobs)
+    stay idle. A CPU is shared only where the slots outnumber the CPUs.
+    """
     cpus = sorted(cpus)
     if jobs >= len(cpus):
         return [frozenset({cpus[slot % len(cpus)]}) for slot in range(jobs)]
-    bounds = [round(slot * len(cpus) / jobs) for slot in range(jobs + 1)]
-    return [frozenset(cpus[start:end]) for start, end in zip(bounds, bounds[1:])]
+    size = len(cpus) // jobs
+    return [frozenset(cpus[slot * size:(slot + 1) * size]) for slot in range(jobs)]
 
 
 def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, jobs: int, require_data: bool,
