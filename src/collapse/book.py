@@ -316,7 +316,8 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     all_pages = toc_pages(root)
     selected = set(pages or all_pages) | set(LAST_PAGES)
     ordered = [p for p in all_pages if p not in LAST_PAGES] + [p for p in all_pages if p in LAST_PAGES]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else None  # None: pages are not pinned
+    pinned = jobs > 1 and hasattr(os, "sched_setaffinity")  # as in _execute_pages
+    cpus = len(os.sched_getaffinity(0)) if pinned else None  # None: the pages were not pinned
     record = {"profile": profile, "seed": seed, "jobs": jobs, "cpus": cpus, "pages": {}}
     missing: dict[str, str] = {}
     notebooks = []
