@@ -316,8 +316,7 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     all_pages = toc_pages(root)
     selected = set(pages or all_pages) | set(LAST_PAGES)
     ordered = [p for p in all_pages if p not in LAST_PAGES] + [p for p in all_pages if p in LAST_PAGES]
-    pinned = jobs > 1 and hasattr(os, "sched_setaffinity")  # as in _execute_pages
-    cpus = len(os.sched_getaffinity(0)) if pinned else None  # None: the pages were not pinned
+    cpus = len(os.sched_getaffinity(0)) if pins_pages(jobs) else None  # None: the pages were not pinned
     record = {"profile": profile, "seed": seed, "jobs": jobs, "cpus": cpus, "pages": {}}
     missing: dict[str, str] = {}
     notebooks = []
@@ -375,6 +374,12 @@ def build(root: Path, profile: str, seed: int, pages: list[str] | None, strict: 
     return status
 
 
+def pins_pages(jobs: int) -> bool:
+    """Whether pages run ``jobs`` at a time are pinned to CPU shares: with two or more, on Linux
+    (elsewhere every page has every CPU)."""
+    return jobs > 1 and hasattr(os, "sched_setaffinity")
+
+
 def cpu_shares(cpus, jobs: int) -> list[frozenset[int]]:
     """The CPUs of each of ``jobs`` page slots: runs of ``len(cpus) // jobs`` of ``cpus``, disjoint.
 
@@ -410,7 +415,7 @@ def _execute_pages(root: Path, stage: Path, pages: list[str], parameters: dict, 
     from .numbers import MYST_SOURCES  # the page's footer offers its MyST source for download
 
     seconds: dict[str, float] = {}
-    pinned = jobs > 1 and hasattr(os, "sched_setaffinity")  # Linux; elsewhere pages share every CPU
+    pinned = pins_pages(jobs)
     shares = cpu_shares(os.sched_getaffinity(0), jobs) if pinned else []
     unfinished = set(pages)
     waits_for = {page: set(prerequisites(root, page)) & unfinished for page in pages}
