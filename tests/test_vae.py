@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -81,6 +82,40 @@ def test_elbo_equals_a_hand_computation():
     kl = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar).sum(1)
     got = vae.negative_elbo(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params), key, jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), bce + kl, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["enc2", "dec1", "enc1", "dec2"])
+def test_cpu_and_accelerator_convolutions_agree_with_the_hand_computation_in_value_and_gradient(layer):
+    # On CPU the convolutions run as each other's adjoint (custom gradients); elsewhere XLA
+    # differentiates them. Both must give the hand computation's values, and the same
+    # gradients: those of <conv(x, w), r>, i.e. the layer's vector-Jacobian product, which for
+    # this linear map is again a hand-computable convolution (checked through its linearity).
+    with jax.enable_x64(True):
+        params = vae.init(jax.random.key(3), vae.VAEConfig(image_shape=(8, 8), capacity=3))
+        conv = getattr(params, layer)
+        conv = type(conv)(*(jnp.asarray(a, jnp.float64) for a in conv))
+        down = layer.startswith("enc")
+        c_in = conv.w.shape[2]
+        x = jax.random.normal(jax.random.key(4), (2, 8, 8, c_in) if down else (2, 4, 4, c_in), jnp.float64)
+        by_hand = conv_down_by_hand if down else conv_up_by_hand
+        expected = by_hand(np.asarray(x), np.asarray(conv.w), np.asarray(conv.b))
+        r = jax.random.normal(jax.random.key(5), expected.shape, jnp.float64)
+        grads = {}
+        for adjoint in (False, True):
+            f = partial(vae._conv_down if down else vae._conv_up, adjoint=adjoint)
+            np.testing.assert_allclose(np.asarray(f(conv, x)), expected, rtol=1e-12, atol=1e-12)
+            grads[adjoint] = jax.grad(lambda c, x: jnp.sum(f(c, x) * r), argnums=(0, 1))(conv, x)
+        # The gradient in x is the map's transpose applied to r: <conv(e_k), r> for every basis image e_k.
+        dx_by_hand = np.array([(by_hand(e.reshape(x.shape), np.asarray(conv.w), 0.0) * np.asarray(r)).sum()
+                               for e in np.eye(x.size)]).reshape(x.shape)
+        # The gradient in w is <conv_w(x), r> with one tap-channel weight set to one, the rest zero.
+        dw_by_hand = np.array([(by_hand(np.asarray(x), e.reshape(conv.w.shape), 0.0) * np.asarray(r)).sum()
+                               for e in np.eye(conv.w.size)]).reshape(conv.w.shape)
+        for adjoint in (False, True):
+            dconv, dx = grads[adjoint]
+            np.testing.assert_allclose(np.asarray(dx), dx_by_hand, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(np.asarray(dconv.w), dw_by_hand, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(np.asarray(dconv.b), np.asarray(r).sum(axis=(0, 1, 2)), rtol=1e-12)
 
 
 def test_one_training_step_lowers_the_loss():
