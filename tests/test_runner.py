@@ -214,3 +214,30 @@ def test_named_streams_are_distinct_and_never_a_chain_or_generation_key():
     assert runner.stream_rng(2, "lm/init").integers(2**31) == runner.stream_rng(2, "lm/init").integers(2**31)
     with pytest.raises(ValueError, match="unknown random stream 'vae/analyis'"):
         runner.stream_key(0, "vae/analyis")
+
+
+def test_a_traced_m_model_compiles_once_per_regime_kind_and_gives_the_static_numbers():
+    # The Gaussian drawn from its statistics takes M as a traced integer. Its runs must give the
+    # numbers of the same model compiled for each M (to float64 rounding: constants that XLA
+    # folds when M is static are computed at run time when it is traced), and compile once for
+    # every M and α whose generations hold the same kinds of data.
+    from collapse import gaussian
+
+    traced = gaussian.model()
+    static = traced._replace(traced_m=False)
+    real = gaussian.RealGaussian(0.0, 1.0)
+    assert traced.traced_m and not gaussian.model(sampler="draws").traced_m
+    runner._compiled_chains.cache_clear()
+    cases = [(Regime(), 2), (Regime(), 7), (Regime(), 30), (Regime("mix", 0.3), 7), (Regime("mix", 0.5), 30),
+             (Regime("mix", 0.05), 7), (Regime("mix", 1.0), 7), (Regime("accumulate"), 7), (Regime("accumulate"), 30)]
+    with jax.enable_x64(True):
+        for regime, m in cases:
+            kwargs = dict(seed=3, n_chains=64, n_samples=m, n_generations=20, regime=regime)
+            got, expected = runner.simulate(traced, real, **kwargs), runner.simulate(static, real, **kwargs)
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+    # Traced: replace; mix with real and synthetic points (0.3 and 0.5); mix(0.05) at M = 7, which holds
+    # no real point; mix(1); accumulate. Static: one per case.
+    kinds = {(r.kind, runner.mix_case(r, m)) for r, m in cases}
+    assert len(kinds) == 5
+    assert runner._compiled_chains.cache_info().misses == len(kinds) + len(cases)

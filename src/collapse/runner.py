@@ -106,22 +106,40 @@ class StatsModel(NamedTuple):
     models with no reduction; such a model may also give ``subsample(key, pooled, m)``,
     ``m`` points of a pooled data set drawn without replacement, which the
     ``accumulate-subsample`` regime needs.
+
+    ``traced_m``: ``sample_stats`` (and the real source the model runs with) also take ``m``
+    as a traced integer, because their shapes do not depend on it. :func:`simulate` then
+    compiles one program for every M and every mix(α), instead of one per value, and gives
+    the same numbers.
     """
 
     fit: Callable[[PyTree], PyTree]
     sample_stats: Callable[[jax.Array, PyTree, int], PyTree]
     merge: Callable[[PyTree, PyTree], PyTree]
     subsample: Callable[[jax.Array, PyTree, int], PyTree] | None = None
+    traced_m: bool = False
 
 
 def _identity(params):
     return params
 
 
-def _training_stats(model: StatsModel, real_stats, regime: Regime, key, params, pooled, n_samples: int):
+def mix_case(regime: Regime, n_samples: int) -> str:
+    """Which data a generation of ``n_samples`` holds under ``regime``: "synthetic", "real" (mix(1))
+    or "both" (mix(α) with 0 < round(αM) < M)."""
+    n_real = regime.n_real(n_samples)
+    return "synthetic" if n_real == 0 else "real" if n_real == n_samples else "both"
+
+
+def _training_stats(
+    model: StatsModel, real_stats, regime: Regime, key, params, pooled, n_samples: int, n_real: int | None = None,
+    case: str | None = None,
+):
     """Generation n+1's data given generation n's fit: ``(the pool carried on, the training set)``.
 
     They differ only under ``accumulate-subsample``, where the training set is drawn from the pool.
+    ``n_real`` (fresh real points, under mix) and ``case`` (its :func:`mix_case`) default to
+    ``regime``'s at ``n_samples``; a ``traced_m`` model may be given traced counts and their case.
     """
     key_synthetic, key_real = jax.random.split(key)
     if regime.kind == "replace":
@@ -134,10 +152,11 @@ def _training_stats(model: StatsModel, real_stats, regime: Regime, key, params, 
         if model.subsample is None:
             raise ValueError("regime 'accumulate-subsample' needs a model that keeps its data points (StatsModel.subsample)")
         return pooled, model.subsample(key_real, pooled, n_samples)
-    n_real = regime.n_real(n_samples)
-    if n_real == 0:
+    if n_real is None:
+        n_real, case = regime.n_real(n_samples), mix_case(regime, n_samples)
+    if case == "synthetic":
         data = model.sample_stats(key_synthetic, params, n_samples)
-    elif n_real == n_samples:
+    elif case == "real":
         data = real_stats(key_real, n_samples)
     else:
         data = model.merge(real_stats(key_real, n_real), model.sample_stats(key_synthetic, params, n_samples - n_real))
@@ -151,9 +170,10 @@ def _start_chain(model: StatsModel, real_stats, key: jax.Array, n_samples: int):
     return key_chain, pooled, model.fit(pooled)
 
 
-def _next_generation(model: StatsModel, real_stats, regime: Regime, key_n, params, pooled, n_samples: int):
+def _next_generation(model: StatsModel, real_stats, regime: Regime, key_n, params, pooled, n_samples: int,
+                     n_real: int | None = None, case: str | None = None):
     """Generation n+1 from generation n: ``(pooled, params)``."""
-    pooled, data = _training_stats(model, real_stats, regime, key_n, params, pooled, n_samples)
+    pooled, data = _training_stats(model, real_stats, regime, key_n, params, pooled, n_samples, n_real, case)
     return pooled, model.fit(data)
 
 
@@ -167,16 +187,20 @@ def run_chain(
     regime: Regime,
     record: Callable[[PyTree], PyTree] = _identity,
     record_at: tuple[int, ...] | None = None,
+    n_real: int | None = None,
+    case: str | None = None,
 ) -> PyTree:
     """One chain: ``record(params_n)`` for n = 0..n_generations, stacked on axis 0.
 
     With ``record_at`` (increasing generation indices) only those generations are
     recorded: memory is O(len(record_at)) instead of O(n_generations), and ``record``
     is not even evaluated at the others -- what long chains with an O(K) summary need.
+    ``n_samples`` and ``n_real`` may be traced for a ``traced_m`` model (see :func:`_training_stats`).
     """
     key_chain, pooled, params = _start_chain(model, real_stats, key, n_samples)
     keys = jax.random.split(key_chain, n_generations)
-    next_generation = functools.partial(_next_generation, model, real_stats, regime, n_samples=n_samples)
+    next_generation = functools.partial(_next_generation, model, real_stats, regime, n_samples=n_samples,
+                                        n_real=n_real, case=case)
 
     if record_at is None:
 
@@ -274,21 +298,33 @@ def chain_keys(seed: int, n_chains: int) -> jax.Array:
 @functools.lru_cache(maxsize=128)
 def _compiled_chains(model, real_stats, n_samples, n_generations, regime, record, record_at, lockstep=True):
     """One jitted chain function per (hashable) setting, reused across calls: ``vmap`` over the chains
-    (``lockstep``), or per device a ``lax.map`` over its chains, the devices ``vmap``-ped."""
-    chain = functools.partial(
-        run_chain, model, real_stats, n_samples=n_samples, n_generations=n_generations, regime=regime,
-        record=record, record_at=record_at,
-    )
+    (``lockstep``), or per device a ``lax.map`` over its chains, the devices ``vmap``-ped.
+
+    For a ``traced_m`` model, ``n_samples`` is None and ``regime`` a (kind, :func:`mix_case`) pair:
+    the function takes ``(keys, n_samples, n_real)``, so every M and α of that kind and case share it.
+    """
+    traced = n_samples is None
+
+    # Traced, the regime's α enters through n_real alone: mix's alpha is left at 0.
+    regime, case = (Regime(regime[0]), regime[1]) if traced else (regime, None)
+
+    def chain(key, m, n_real):
+        return run_chain(model, real_stats, key, n_samples=m, n_generations=n_generations, regime=regime,
+                         record=record, record_at=record_at, n_real=n_real, case=case)
+
     if lockstep:
-        return jax.jit(jax.vmap(chain))
-    n_devices = jax.device_count()
+        vmapped = jax.vmap(chain, in_axes=(0, None, None))
+    else:
+        n_devices = jax.device_count()
 
-    def one_by_one(keys):
-        per_device = keys.reshape(n_devices, -1, *keys.shape[1:])
-        out = jax.vmap(lambda k: jax.lax.map(chain, k))(per_device)
-        return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), out)
+        def vmapped(keys, m, n_real):
+            per_device = keys.reshape(n_devices, -1, *keys.shape[1:])
+            out = jax.vmap(lambda k: jax.lax.map(lambda key: chain(key, m, n_real), k))(per_device)
+            return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), out)
 
-    return jax.jit(one_by_one)
+    if traced:
+        return jax.jit(vmapped)
+    return jax.jit(lambda keys: vmapped(keys, n_samples, None))
 
 
 @functools.lru_cache(maxsize=128)
@@ -343,7 +379,15 @@ def simulate(
     took 4.3 s instead of 8.1 s on a 2-core CPU (first calls, compilation included).
     """
     record_at = None if record_at is None else tuple(int(g) for g in record_at)
-    chains = _compiled_chains(model, real_stats, n_samples, n_generations, regime, record, record_at, lockstep)
+    if model.traced_m:
+        shape = (regime.kind, mix_case(regime, n_samples))
+        compiled = _compiled_chains(model, real_stats, None, n_generations, shape, record, record_at, lockstep)
+        m, n_real = np.int32(n_samples), np.int32(regime.n_real(n_samples))
+
+        def chains(keys):
+            return compiled(keys, m, n_real)
+    else:
+        chains = _compiled_chains(model, real_stats, n_samples, n_generations, regime, record, record_at, lockstep)
     return _on_all_devices(chains, seed, n_chains, batch_size)
 
 
