@@ -163,6 +163,13 @@ def _down_weight_grad(x, dy, w_shape):
     return jax.vjp(lambda w: _down(x, w), jnp.zeros(w_shape, x.dtype))[1](dy)[0]
 
 
+def _with_gradient(forward, backward):
+    """``forward(x, w)`` whose vector-Jacobian product is ``backward((x, w), dy) -> (dx, dw)``."""
+    function = jax.custom_vjp(forward)
+    function.defvjp(lambda x, w: (forward(x, w), (x, w)), backward)
+    return function
+
+
 # On CPU the two convolutions are computed as each other's adjoint. The gradient of ``_down``
 # with respect to its input is ``_up`` with in and out channels swapped, and the gradient of
 # ``_up`` with respect to its input is ``_down``. So each layer's backward pass runs the other
@@ -171,30 +178,9 @@ def _down_weight_grad(x, dy, w_shape):
 # on one core of a 2-core EPYC (XLA 0.10), this took 378-429 ms against 584-597 ms with XLA's
 # gradients of ``_down`` and ``_up_by_phases``, and at the `cpu` profile's capacity 32, batch
 # 128, 48.8 ms against 61.1. GPUs keep XLA's own gradients, whose speed was measured there.
-@jax.custom_vjp
-def _down_adjoint(x, w):
-    return _down(x, w)
-
-
-def _down_adjoint_fwd(x, w):
-    return _down(x, w), (x, w)
-
-
 def _down_adjoint_bwd(residuals, dy):
     x, w = residuals
     return _up_by_matmul(dy, w.swapaxes(2, 3)), _down_weight_grad(x, dy, w.shape)
-
-
-_down_adjoint.defvjp(_down_adjoint_fwd, _down_adjoint_bwd)
-
-
-@jax.custom_vjp
-def _up_adjoint(x, w):
-    return _up_by_matmul(x, w)
-
-
-def _up_adjoint_fwd(x, w):
-    return _up_by_matmul(x, w), (x, w)
 
 
 def _up_adjoint_bwd(residuals, dy):
@@ -204,7 +190,8 @@ def _up_adjoint_bwd(residuals, dy):
     return _down(dy, w.swapaxes(2, 3)), dw_OxI.swapaxes(2, 3)
 
 
-_up_adjoint.defvjp(_up_adjoint_fwd, _up_adjoint_bwd)
+_down_adjoint = _with_gradient(_down, _down_adjoint_bwd)
+_up_adjoint = _with_gradient(_up_by_matmul, _up_adjoint_bwd)
 
 
 def _adjoint_convs() -> bool:
