@@ -109,8 +109,9 @@ class StatsModel(NamedTuple):
 
     ``traced_m``: ``sample_stats`` (and the real source the model runs with) also take ``m``
     as a traced integer, because their shapes do not depend on it. :func:`simulate` then
-    compiles one program for every M and every mix(α), instead of one per value, and gives
-    the same numbers.
+    compiles one program for every M and every mix(α), instead of one per value. The numbers
+    are those of the per-M programs up to float rounding: XLA folds the constants a static M
+    makes, and computes them at run time when M is traced.
     """
 
     fit: Callable[[PyTree], PyTree]
