@@ -75,10 +75,8 @@ def sample_stats_direct(key: jax.Array, params: GaussianParams, m: int) -> Gauss
     dtype = jnp.result_type(params.mu)
     key_mean, key_ss = jax.random.split(key)
     mean = params.mu + jnp.sqrt(params.var / m) * jax.random.normal(key_mean, (), dtype)
-    if isinstance(m, (int, np.integer)) and m == 1:
-        return GaussianStats(jnp.asarray(1, dtype), mean, jnp.zeros((), dtype))
     chi2 = 2.0 * jax.random.gamma(key_ss, (m - 1) / 2.0, (), dtype)  # chi^2 with m-1 degrees of freedom
-    # m may be traced (the runner's traced_m): one point has no spread, whatever gamma(0) gives.
+    # One point has no spread, whatever gamma(0) gives (a where, not an if: m may be traced).
     return GaussianStats(jnp.asarray(m, dtype), mean, jnp.where(m == 1, jnp.zeros((), dtype), params.var * chi2))
 
 
