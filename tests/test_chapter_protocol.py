@@ -109,7 +109,8 @@ def test_a_run_added_to_a_record_keeps_the_others_and_says_where_each_was_made(t
     found, note = records.status("vae", "ci", "mnist", vae_experiment.chapter_config, "make it")
     assert list(found[2]["regimes"]) == ["replace", "replace (per-batch)"]
     assert found[2]["regimes"]["replace"]["environment"]["date"] == "2026-11-24"
-    assert "seed 2's `replace`" in note and "per-batch" not in note  # only the old run is on the old streams
+    assert "\nSeed 2's `replace` run was made" in note and "its numbers" in note  # one run, so singular
+    assert "per-batch" not in note  # only the old run is on the old streams
     where = records.sittings(found)
     assert "2026-11-24" in where and where.count(" and ") == 1 and "gpu: H100" in where
 

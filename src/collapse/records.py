@@ -156,10 +156,12 @@ def status(experiment: str, profile: str, dataset: str, chapter_config: Callable
     partly = [f"seed {s}'s `{name}`" for s, r in found.items() if s not in older
               for name, entry in r.get("regimes", {}).items() if run_streams(r, entry) != STREAMS_VERSION]
     if older or partly:
-        parts = ([f"the records of seeds {older}"] if older else []) + ([f"the runs {', '.join(partly)}"] if partly else [])
-        which = " and ".join(parts)
-        return found, (f"```{{note}}\n{which[0].upper() + which[1:]} were made with an earlier derivation of the book's "
-                       f"random streams (before `collapse.runner.stream_key`): the same procedure and sizes, other "
-                       f"random draws. Made again with `{command}`, their numbers move within their seed-to-seed "
+        runs = [f"{', '.join(partly)} run{'s' if len(partly) > 1 else ''}"] if partly else []
+        which = " and ".join(([f"the records of seeds {older}"] if older else []) + runs)
+        many = bool(older) or len(partly) > 1
+        return found, (f"```{{note}}\n{which[0].upper() + which[1:]} {'were' if many else 'was'} made with an earlier "
+                       f"derivation of the book's random streams (before `collapse.runner.stream_key`): the same "
+                       f"procedure and sizes, other random draws. Made again with `{command}`, "
+                       f"{'their' if many else 'its'} numbers move within {'their' if many else 'its'} seed-to-seed "
                        f"spread.\n```")
     return found, None
