@@ -124,6 +124,7 @@ def test_group_balanced_batches_serve_the_minority_that_uniform_batches_neglect(
     assert measured[0.5]["representation"][:, 0].mean() > 2 * measured[None]["representation"][:, 0].mean()
 
 
+@pytest.mark.stored
 def test_the_loop_is_a_function_of_its_seed_and_is_stored(tmp_path, monkeypatch):
     train, test = small_data()
     store = ResultsStore(tmp_path)

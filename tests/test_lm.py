@@ -352,6 +352,7 @@ def tiny_run(regime="replace"):
     )
 
 
+@pytest.mark.stored
 @pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
 @pytest.mark.parametrize("init", ["scratch", "pretrained"])
 def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, init, monkeypatch):
@@ -416,6 +417,7 @@ def test_pretraining_text_holds_no_fine_tuning_validation_or_test_block(tmp_path
     assert len(lm_experiment.pretraining_blocks(dataclasses.replace(config, n_train=0), data)) == len(data.general)
 
 
+@pytest.mark.stored
 def test_interrupted_pretraining_resumes_with_the_same_model(tmp_path, monkeypatch):
     data = with_general(tiny_data(tmp_path))
     config = tiny_pretrained_run()
@@ -437,6 +439,7 @@ def test_interrupted_pretraining_resumes_with_the_same_model(tmp_path, monkeypat
     assert [len(list(p.glob("gen-*"))) for p in (tmp_path / "b" / "lm-pretrain").iterdir()] == [1]  # only the newest checkpoint is kept
 
 
+@pytest.mark.stored
 @pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
 def test_every_generation_continues_the_original_blocks_and_starts_from_generation_0(tmp_path, regime, monkeypatch):
     data = with_general(tiny_data(tmp_path))

@@ -264,6 +264,7 @@ def test_analysis_measures_every_generation(tmp_path):
     np.testing.assert_allclose(summary["head_nelbo"][2], result["test_nelbo"][2, ~result["tail"]].mean(), rtol=1e-6)
 
 
+@pytest.mark.stored
 def test_command_line_records_a_summary_that_the_chapter_can_read(tmp_path, monkeypatch):
     from fixtures import write_image_dataset
 
