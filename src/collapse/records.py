@@ -159,9 +159,9 @@ def status(experiment: str, profile: str, dataset: str, chapter_config: Callable
         runs = [f"{', '.join(partly)} run{'s' if len(partly) > 1 else ''}"] if partly else []
         which = " and ".join(([f"the records of seeds {older}"] if older else []) + runs)
         many = bool(older) or len(partly) > 1
-        return found, (f"```{{note}}\n{which[0].upper() + which[1:]} {'were' if many else 'was'} made with an earlier "
-                       f"derivation of the book's random streams (before `collapse.runner.stream_key`): the same "
-                       f"procedure and sizes, other random draws. Made again with `{command}`, "
-                       f"{'their' if many else 'its'} numbers move within {'their' if many else 'its'} seed-to-seed "
-                       f"spread.\n```")
+        were, their = ("were", "their") if many else ("was", "its")
+        return found, (f"```{{note}}\n{which[0].upper() + which[1:]} {were} made with an earlier derivation of the "
+                       f"book's random streams (before `collapse.runner.stream_key`): the same procedure and sizes, "
+                       f"other random draws. Made again with `{command}`, {their} numbers move within {their} "
+                       f"seed-to-seed spread.\n```")
     return found, None
