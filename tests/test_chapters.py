@@ -54,3 +54,11 @@ def test_staged_pages_find_the_data_and_records_of_the_sources(monkeypatch, tmp_
     assert env["COLLAPSE_SOURCE_DIR"] == str(tmp_path)
     monkeypatch.setenv("COLLAPSE_DATA_DIR", "/elsewhere")
     assert page_environment(tmp_path)["COLLAPSE_DATA_DIR"] == "/elsewhere"
+
+
+def test_pages_share_the_books_compilation_cache_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    folder = Path(page_environment(tmp_path)["JAX_COMPILATION_CACHE_DIR"])
+    assert folder.parent == tmp_path / "_build" / "jax-cache"
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")  # a reader turned it off
+    assert page_environment(tmp_path)["JAX_COMPILATION_CACHE_DIR"] == ""

@@ -213,6 +213,40 @@ def test_stored_files_follow_the_users_umask(tmp_path):
     assert (tmp_path / "run" / "gen-0000" / "samples.npy").stat().st_mode & 0o777 == 0o644
 
 
+# --------------------------------------------------------------------------- compiled programs
+
+CACHED_PROGRAM = textwrap.dedent(
+    """
+    import jax
+    from collapse import gaussian
+    from collapse.config import Regime
+    run = gaussian.GaussianRun(n_samples=20, n_chains=8, n_generations=30, regime=Regime.parse("mix(0.3)"), sampler="draws")
+    print([float(v).hex() for v in gaussian.run(run)["var"].ravel()])
+    """
+)
+
+
+def test_a_program_from_the_compilation_cache_gives_the_numbers_of_a_fresh_compile(tmp_path):
+    # The book and the tests load compiled programs from JAX's persistent cache (paths.
+    # compilation_cache_environment). Three processes: no cache, one that fills it, one that loads.
+    cache = tmp_path / "cache"
+    script = tmp_path / "program.py"
+    script.write_text(CACHED_PROGRAM)
+    printed, hits, entries = {}, {}, {}
+    for name, folder in (("fresh", ""), ("compiled", str(cache)), ("loaded", str(cache))):
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": folder, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+               "JAX_LOG_COMPILES": "1", "COLLAPSE_RESULTS_DIR": str(tmp_path / name)}
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        printed[name] = done.stdout
+        hits[name] = done.stderr.count("Persistent compilation cache hit")
+        entries[name] = sorted(p.name for p in cache.glob("*-cache")) if cache.is_dir() else []
+    assert entries["fresh"] == [] and entries["compiled"], "the second process wrote its programs"
+    assert hits["compiled"] == 0 and hits["loaded"] >= len(entries["compiled"]), "the third process loaded them"
+    assert entries["loaded"] == entries["compiled"]
+    assert printed["fresh"] == printed["compiled"] == printed["loaded"]
+
+
 # --------------------------------------------------------------------------- two writers, one key
 
 TWO_WRITERS = textwrap.dedent(

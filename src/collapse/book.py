@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from .config import PROFILES
+from .paths import compilation_cache_environment
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib", "constraints.txt")
 LAST_PAGES = ("reproducibility",)  # executed after the chapters: they report on them
@@ -209,6 +210,7 @@ def page_environment(root: Path) -> dict[str, str]:
         "COLLAPSE_DATA_DIR": os.environ.get("COLLAPSE_DATA_DIR", str(root / "data")),
         "COLLAPSE_RECORDED_DIR": str(root / "chapters" / "recorded"),
         "COLLAPSE_SOURCE_DIR": str(root),  # pages name the sources' folders relative to it (paths.shown)
+        **compilation_cache_environment(root),  # a page's programs compiled once for every build and test run
     }
 
 
