@@ -14,7 +14,6 @@ from collapse.paths import compilation_cache_environment
 _cache = compilation_cache_environment(Path(__file__).resolve().parents[1])
 os.environ.update(_cache)
 jax.config.update("jax_compilation_cache_dir", _cache["JAX_COMPILATION_CACHE_DIR"] or None)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", float(_cache["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 # Keep test runs from reading or polluting a reader's results cache.
