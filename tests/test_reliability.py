@@ -217,7 +217,6 @@ def test_stored_files_follow_the_users_umask(tmp_path):
 
 CACHED_PROGRAM = textwrap.dedent(
     """
-    import jax
     from collapse import gaussian
     from collapse.config import Regime
     run = gaussian.GaussianRun(n_samples=20, n_chains=8, n_generations=30, regime=Regime.parse("mix(0.3)"), sampler="draws")
