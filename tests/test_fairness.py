@@ -96,6 +96,7 @@ def test_measures_on_a_hand_worked_case():
     np.testing.assert_allclose(m["reported"][0], [0.9, 0.25 * 0.6 + 0.75 * agreement])
 
 
+@pytest.mark.behaviour
 def test_one_generation_learns_the_population_and_labels_it_with_its_predictions():
     train, test = small_data()
     population = fairness.make_population(train.images, train.labels, 10, SMALL)
@@ -109,6 +110,7 @@ def test_one_generation_learns_the_population_and_labels_it_with_its_predictions
     )
 
 
+@pytest.mark.behaviour
 def test_group_balanced_batches_serve_the_minority_that_uniform_batches_neglect():
     train, test = small_data()
     # Few steps and a 2 % minority: uniform batches hardly show the minority to the classifier.
@@ -149,6 +151,7 @@ def test_the_loop_is_a_function_of_its_seed_and_is_stored(tmp_path, monkeypatch)
     assert len(computed) == 1
 
 
+@pytest.mark.behaviour
 def test_another_seed_trains_other_classifiers():
     # The measures of this tiny loop saturate (every minority image right at both seeds), so
     # "another seed, other numbers" is judged on what cannot saturate: the trained weights.

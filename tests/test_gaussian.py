@@ -109,6 +109,7 @@ def test_draws_sampler_runs_in_float64_without_losing_small_sigma():
     assert (var[:, -1] < 1e-16).any() and (var > 0).all()
 
 
+@pytest.mark.behaviour
 def test_regimes_change_the_outcome():
     base = dict(n_samples=20, n_chains=500, n_generations=300)
     sigma = {

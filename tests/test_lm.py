@@ -265,6 +265,7 @@ def test_competence_tells_placeholders_from_other_non_words():
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.behaviour
 def test_training_lowers_the_loss_and_keeps_the_best_epoch():
     config = opt.preset("tiny", 32, dropout=0.0)
     rng = np.random.default_rng(0)
@@ -344,6 +345,22 @@ def tiny_data(tmp_path):
     return lm_experiment.LMData(corpus, tokenizer, blocks["train"][:32], blocks["valid"][:16], blocks["test"][:16], None)
 
 
+def test_a_chapter_measures_the_first_n_test_blocks_of_the_test_split_and_says_so(tmp_path, monkeypatch):
+    write_wikitext(tmp_path / "data", n_lines=(200, 30, 30))
+    monkeypatch.setenv("COLLAPSE_DATA_DIR", str(tmp_path / "data"))
+    every = lm_experiment.load_data("wikitext-2", init="scratch", vocab_size=300, block_size=16)
+    first = lm_experiment.load_data("wikitext-2", init="scratch", vocab_size=300, block_size=16, n_test=3)
+    assert len(every.test) == every.test_split_blocks == first.test_split_blocks > 3
+    np.testing.assert_array_equal(first.test, every.test[:3])
+    np.testing.assert_array_equal(first.train, every.train)
+    chapter = lm_experiment.chapter_config("ci", 0, init="scratch")
+    assert chapter.n_test == 256
+    assert f"measured on the first 3 of the {every.test_split_blocks:,} blocks" in chapter.describe(first)
+    assert f"measured on all {every.test_split_blocks:,} blocks" in chapter.describe(every)
+    with pytest.raises(ValueError, match="n_test"):
+        dataclasses.replace(chapter, n_test=-1)
+
+
 def tiny_run(regime="replace"):
     return lm_experiment.LMRun(
         "wikitext-2", "tokenized", "bpe-300", 32, 16, opt.preset("tiny", 300), "scratch",
@@ -375,6 +392,7 @@ def test_interrupted_lm_run_resumes_with_identical_results(tmp_path, regime, ini
         assert run_a.load_generation(n)["samples"].shape == (config.n_train, 16)
 
 
+@pytest.mark.behaviour
 def test_analysis_measures_every_generation(tmp_path):
     data = tiny_data(tmp_path)
     config = tiny_run()

@@ -32,6 +32,7 @@ def test_gaussian_replace_median_follows_the_log_chi_square_walk(tmp_path):
         assert abs(z) < 0.1
 
 
+@pytest.mark.behaviour
 def test_real_data_keeps_more_than_replace_and_the_search_finds_the_least_alpha(tmp_path):
     store = ResultsStore(tmp_path)
     common = dict(n_generations=30, n_chains=400)
@@ -45,6 +46,7 @@ def test_real_data_keeps_more_than_replace_and_the_search_finds_the_least_alpha(
     assert np.isnan(rf.smallest_fraction("gaussian", 20, 1.0 + 1e-9, (0.0,), store, **common))
 
 
+@pytest.mark.behaviour
 def test_discrete_tail_is_lost_without_real_data_and_kept_with_it(tmp_path):
     store = ResultsStore(tmp_path)
     common = dict(n_generations=30, n_chains=100)

@@ -109,6 +109,7 @@ def tiny_problem(fail_at=None, calls=None):
     return train, generate, evaluate
 
 
+@pytest.mark.stored
 @pytest.mark.parametrize("regime", ["replace", "accumulate", "mix(0.25)"])
 def test_interrupted_run_resumes_with_identical_results(tmp_path, regime):
     real = np.random.default_rng(0).normal(2.0, 1.0, 64)

@@ -18,6 +18,7 @@ from fixtures import digit_like_images, interrupt_call
 TINY = vae.VAEConfig(image_shape=(8, 8), capacity=2, latent_dim=3, batch_size=16, epochs=2)
 
 
+@pytest.mark.behaviour
 def test_shapes_and_finiteness():
     config = vae.VAEConfig(capacity=4)
     params = vae.init(jax.random.key(0), config)
@@ -118,6 +119,7 @@ def test_cpu_and_accelerator_convolutions_agree_with_the_hand_computation_in_val
             np.testing.assert_allclose(np.asarray(dconv.b), np.asarray(r).sum(axis=(0, 1, 2)), rtol=1e-12)
 
 
+@pytest.mark.behaviour
 def test_one_training_step_lowers_the_loss():
     state = vae.train_init(jax.random.key(0), TINY)
     batch = jnp.asarray(digit_like_images(16, 0, shape=(8, 8))[0])
@@ -131,6 +133,7 @@ def test_one_training_step_lowers_the_loss():
     assert float(after) < (1 - 1e-4) * float(before)
 
 
+@pytest.mark.behaviour
 def test_training_is_deterministic_and_learns():
     data = digit_like_images(128, 0, shape=(8, 8))[0]
     config = dataclasses.replace(TINY, epochs=6)
@@ -195,6 +198,7 @@ def small_run(regime="replace", n_generations=3, sampling="fixed"):
 
 @pytest.mark.parametrize("regime, sampling", [("replace", "fixed"), ("accumulate", "fixed"), ("mix(0.25)", "fixed"),
                                               ("replace", "per-batch")])
+@pytest.mark.stored
 def test_interrupted_run_resumes_with_identical_results(tmp_path, monkeypatch, regime, sampling):
     real = digit_like_images(64, 1, shape=(8, 8))[0]
     config = small_run(regime, sampling=sampling)
@@ -238,6 +242,7 @@ def test_runs_share_generation_zero_and_then_differ(tmp_path, monkeypatch, other
     assert moved > 1e-3, moved
 
 
+@pytest.mark.behaviour
 def test_analysis_measures_every_generation(tmp_path):
     from collapse import classifier
     from collapse.mnist import Images

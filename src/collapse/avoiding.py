@@ -60,7 +60,7 @@ class AvoidingChapter:
         computes nothing (an empty list and the reason when they are not there)."""
         chapter = self.lm_chapter()
         try:
-            data = lm_experiment.load_data(chapter.corpus, init=chapter.init, vocab_size=chapter.vocab_size)
+            data = chapter.load_data()
         except Exception as error:  # no corpus, no weights: say so instead of training anything
             return [], f"its data could not be loaded ({error})"
         rows = []
