@@ -55,7 +55,7 @@ endif
 # first pass and the book build execute, nor the 1-versus-4-device comparisons, which pin their own
 # device counts, nor the I/O, config and build tests, nor those of the results store, records and
 # resumption, marked `stored`, nor those of a model's behaviour, marked `behaviour`, whose margins
-# no rounding reaches): about 5 minutes on 2 cores.
+# no rounding reaches): 214-227 s on 2 cores (311 s with the behaviour tests).
 NUMERICS_TESTS := tests/test_gaussian.py tests/test_sampling.py tests/test_discrete.py tests/test_linear_regression.py \
 	tests/test_real_fraction.py tests/test_runner.py tests/test_fairness.py tests/test_vae.py tests/test_lm.py
 
