@@ -62,11 +62,11 @@ def recorded_dir() -> Path:
 # caching every program (threshold 0) wrote 4,299 entries (194 MB) in CI's sequence, and with the
 # threshold the first test pass and the book at `ci` wrote about 125 (59 MB); on 2 cores those two
 # steps took 997 + 260 s with threshold 0, 940 + 288 s with JAX's, 950 + 366 s with no cache (one
-# run each; the last book in a working tree, not the clone). No size bound: with one, JAX reads every entry's access
-# time on every write, under a lock; the first test pass, writing 2,300 entries from four
-# processes, had run 78 % of its tests after 22 min, against all of them in 14.7 min with no
-# cache. An entry that another process is still writing fails to decompress when read, and JAX
-# then compiles afresh.
+# run each; the last book in a working tree, not the clone). No size bound: with one, JAX reads
+# every entry's access time on every write, under a lock; the first test pass, writing 2,300
+# entries from four processes, had run 78 % of its tests after 22 min, against all of them in
+# 14.7 min with no cache. An entry that another process is still writing fails to decompress
+# when read, and JAX then compiles afresh.
 
 
 def compilation_cache_dir(root: Path | None = None) -> Path:
