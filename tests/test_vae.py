@@ -354,13 +354,18 @@ def test_recorded_prose_counts_every_seed_and_says_no_more_than_the_numbers():
     def found(per_batch, pooled):
         return {0: {"regimes": {"replace": run(0.10, kept=2), "accumulate": run(0.70),
                                 "replace (per-batch)": run(per_batch[0], pooled[0], kept=3)}},
-                1: {"regimes": {"replace": run(0.09, kept=2), "replace (per-batch)": run(per_batch[1], pooled[1], kept=2)}}}
+                1: {"regimes": {"replace": run(0.09, kept=2), "replace (per-batch)": run(per_batch[1], pooled[1], kept=2),
+                                "accumulate": run(0.60), "mix(0.1)": run(0.095)}}}
 
     text = vae_experiment.recorded_prose(found((0.05, 0.06), (0.64, 0.66)), 10)
     assert "0.090–0.100" in text and "0.050–0.060" in text  # both seeds of each sampling
     assert "a faster fall in each of the 2 per-batch seeds than in any of the 2 fixed-set seeds" in text
     assert "the ranges overlap, with 2 of the 2 per-batch seeds inside that of their five runs" in text
-    assert "0.700 under `accumulate`" in text and "2–3 of the 10 classes" in text
+    # The other regimes over every seed that ran them, against the fixed-set `replace` seeds.
+    assert ("0.600–0.700 under `accumulate` in the 2 recorded seeds (a slower fall in each of the 2 recorded seeds "
+            "than in any of the 2 fixed-set `replace` seeds)") in text
+    assert "0.095 under `mix(0.1)` in the recorded run (the ranges overlap, with 1 of the recorded run inside" in text
+    assert "2–3 of the 10 classes" in text
     assert "tail lost more nats per image than the head in every run" in text
     text = vae_experiment.recorded_prose(found((0.05, 0.12), (0.50, 0.55)), 10)
     assert "the ranges overlap, with 0 of the 2 per-batch seeds inside that of the 2 fixed-set seeds" in text

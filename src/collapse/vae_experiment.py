@@ -499,10 +499,11 @@ def spreads_against(ours, theirs, ours_name: str, theirs_name: str) -> str:
     """Spread ratios (lower is a faster fall) of several runs against another set's: a clean
     separation either way, or an overlap with how many of ours lie inside their range."""
     low, high = float(np.min(theirs)), float(np.max(theirs))
+    each = "each of " if len(ours) > 1 else ""
     if np.max(ours) < low:
-        return f"a faster fall in each of {ours_name} than in any of {theirs_name}"
+        return f"a faster fall in {each}{ours_name} than in any of {theirs_name}"
     if np.min(ours) > high:
-        return f"a slower fall in each of {ours_name} than in any of {theirs_name}"
+        return f"a slower fall in {each}{ours_name} than in any of {theirs_name}"
     inside = int(np.sum((np.asarray(ours) >= low) & (np.asarray(ours) <= high)))
     return f"the ranges overlap, with {inside} of {ours_name} inside that of {theirs_name}"
 
@@ -520,7 +521,7 @@ def recorded_confident_zero(found: dict[int, dict]) -> list[float]:
 def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
     """What the recorded ``paper`` runs of every seed say (``found``: seed → record), computed:
     the fixed-set ``replace`` seeds, the per-batch seeds against them and against the
-    authors' five runs in their own statistic, the other regimes of the first seed, the
+    authors' five runs in their own statistic, the other regimes against fixed-set ``replace``, the
     classes kept, and the real tail against the head."""
     def runs(name):
         return [r["regimes"][name] for r in found.values() if name in r["regimes"]]
@@ -554,11 +555,19 @@ def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
         parts.append(f"In the authors' own statistic $s_5/s_1$, the per-batch runs give {value_range(mine, '.3f')} against "
                      f"{compared[0]['low']:.3f}–{compared[0]['high']:.3f} in their five runs: "
                      f"{spreads_against(mine, compared[0]['paper_ratios'], seeds(len(mine), 'per-batch'), 'their five runs')}.")
-    first = found[min(found)]
-    others = [f"{ratio(r, last):.3f} under `{name}`" for name, r in first["regimes"].items()
-              if parse_run(name)[0].kind != "replace"]
+    other_names = dict.fromkeys(name for r in found.values() for name in r["regimes"]
+                                if parse_run(name)[0].kind != "replace")
+    others = []
+    for name in other_names:
+        kept_spread = [ratio(r, last) for r in runs(name)]
+        against = ""
+        if fixed:
+            verdict = spreads_against(kept_spread, [ratio(r, last) for r in fixed],
+                                      seeds(len(kept_spread), "recorded"), seeds(len(fixed), "fixed-set `replace`"))
+            against = f" ({verdict})"
+        others.append(f"{value_range(kept_spread, '.3f')} under `{name}` in {seeds(len(kept_spread), 'recorded')}{against}")
     if others:
-        parts.append(f"Under the other regimes (seed {min(found)}) the ratio at generation {last} is " + ", ".join(others) + ".")
+        parts.append(f"Under the other regimes the ratio at generation {last} is " + "; ".join(others) + ".")
     kept = [len(classes_kept(r["class_counts"][-1])) for r in replace_both]
     tail = np.array([r["tail_nelbo"][-1] - r["tail_nelbo"][0] for r in replace_both])
     head = np.array([r["head_nelbo"][-1] - r["head_nelbo"][0] for r in replace_both])
