@@ -71,10 +71,9 @@ def bench(config: opt.OPTConfig, batch: int, n_prompts: int, steps: int, repeats
 
     # --- library
     train_config = lm.TrainConfig(learning_rate=1e-4, batch_size=batch)
-    tx = lm.optimizer(train_config, 10_000)
+    tx = lm.optimizer(train_config)
     params = opt.init(config, jax.random.key(0))
-    trained = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
-    state = lm.TrainState(trained, tx.init(trained), jnp.zeros((), jnp.int32))
+    state = lm.init_state(train_config, params, 10_000)  # copies the parameters: the step donates its buffers
     x = jnp.asarray(blocks)
     key = jax.random.key(1)
 

@@ -278,6 +278,38 @@ def test_training_lowers_the_loss_and_keeps_the_best_epoch():
     assert lm.perplexity(params, config, blocks[:16]) == pytest.approx(min(history["valid_ppl"]), rel=1e-5)
 
 
+def test_the_traced_run_length_gives_optaxs_schedule_and_adamw_step_to_the_bit():
+    # The rate of every step of 96 runs: optax's two linear schedules, joined, with constants.
+    for peak in (5e-5, 1e-3, 3e-4, 2e-5):
+        for warmup_fraction in (0.0, 0.1, 0.06):
+            for total in (1, 7, 40, 125, 1000, 1234, 5000, 20000):
+                warmup = int(round(warmup_fraction * total))
+                reference = optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)),
+                                                  optax.linear_schedule(peak, 0.0, max(total - warmup, 1))], [warmup])
+                counts = jnp.arange(total + 3, dtype=jnp.int32)
+                want = np.asarray(jax.jit(jax.vmap(reference))(counts))
+                got = np.asarray(jax.jit(jax.vmap(lm.learning_rate, (None, 0, None, None)))(
+                    jnp.float32(peak), counts, jnp.int32(warmup), jnp.int32(total)))
+                np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32), err_msg=f"{peak} {warmup} {total}")
+    # Three steps of the optimiser against optax's clip + adamw with that schedule, in one compiled step each.
+    config = lm.TrainConfig(learning_rate=1e-3, warmup=0.25, weight_decay=0.01, clip_norm=0.5)
+    total = 8
+    reference = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(
+        optax.join_schedules([optax.linear_schedule(0.0, 1e-3, 2), optax.linear_schedule(1e-3, 0.0, 6)], [2]),
+        weight_decay=0.01))
+    params = {"w": jax.random.normal(jax.random.key(0), (5, 3)), "b": jnp.arange(3.0)}
+    ours, theirs = lm.init_state(config, params, total).opt_state, reference.init(params)
+    p_ours = p_theirs = params
+    for k in range(3):
+        grads = jax.tree.map(lambda x: jnp.sin(x * (k + 1.5)), p_ours)
+        u_ours, ours = jax.jit(lm.optimizer(config).update)(grads, ours, p_ours)
+        u_theirs, theirs = jax.jit(reference.update)(grads, theirs, p_theirs)
+        p_ours, p_theirs = optax.apply_updates(p_ours, u_ours), optax.apply_updates(p_theirs, u_theirs)
+        for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(p_ours["w"]), np.asarray(params["w"]))  # the steps moved the parameters
+
+
 def test_micro_batches_take_the_same_step_as_one_batch(monkeypatch):
     config = opt.preset("tiny", 32, dropout=0.0)
     blocks = jnp.asarray(np.random.default_rng(0).integers(3, 32, size=(16, 16)).astype(np.int32))

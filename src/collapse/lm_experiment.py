@@ -40,7 +40,8 @@ from .paths import results_dir
 from .runner import generation_zero_dir, require_finished, run_generations, stream_key, training_set
 from .store import DamagedEntry, ResultsStore, RunDir, array_digest, locked
 
-VERSION = "2"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model)
+VERSION = "3"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model;
+# 3: the schedule's run length in the optimiser state, same numbers, checkpoints of another structure)
 ANALYSIS_VERSION = "6"  # of the measurements: bump when analyse() changes (runs are kept); 6: <unk>'s share
 INITS = ("scratch", "pretrained", "opt-125m")
 
@@ -193,7 +194,7 @@ def pretrain(config: LMRun, data: LMData, *, store: ResultsStore | None = None, 
             for k in range(done + 1, n_segments + 1):
                 start, stop = (k - 1) * pre.segment, min(k * pre.segment, pre.steps)
                 state, losses = lm.run_steps(state, config.model, pre.train, jax.random.fold_in(key, 1), blocks,
-                                             start=start, stop=stop, total_steps=pre.steps, bar=bar)
+                                             start=start, stop=stop, bar=bar)
                 loss = float(np.mean(jax.device_get(losses)))
                 bar.set_postfix_str(f"loss {loss:.2f}, epoch {stop / steps_per_epoch:.2f}")
                 run_dir.save_generation(k, params=jax.tree.map(np.asarray, state), samples=np.zeros(0, np.int32),
