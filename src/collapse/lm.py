@@ -56,13 +56,14 @@ class RunSchedule(NamedTuple):
     """The learning-rate schedule's state: the steps taken, and the run's peak rate, warm-up and length.
 
     These are state, not constants of the compiled step, so runs of any length and rate share
-    one compiled step: the LM page at ``ci`` compiled the step five times (pretraining, and
-    fine-tuning sets of four sizes), 23.5 s on 2 cores, when each run built its own schedule.
-    The rate is the same to the bit (every step of 96 runs checked against optax's
-    ``join_schedules`` of two ``linear_schedule``-s, and three whole updates against optax's
-    ``adamw``; ``tests/test_lm.py``), but XLA fuses the whole step differently, so trained
-    weights differ from the former step's by float rounding: the page's last test perplexity at
-    ``ci`` moved from 428.75197 to 428.75188."""
+    one compiled step: when each run length built its own schedule, the LM page at ``ci``
+    compiled the step five times (pretraining, and fine-tuning runs of four lengths), 23.5 s on
+    2 cores; now twice (pretraining and fine-tuning differ in weight decay), 9.0 s. The rate is
+    the same to the bit (every step of 96 runs checked against optax's ``join_schedules`` of two
+    ``linear_schedule``-s, and three whole updates against optax's ``adamw``;
+    ``tests/test_lm.py``), but the compiled step is another program, and trained weights differ
+    from the former step's by float rounding: the page's last test perplexity at ``ci`` moved
+    from 428.75197 to 428.75188."""
 
     count: jax.Array  # int32 steps taken
     peak: jax.Array  # float32 rate at the end of the warm-up
