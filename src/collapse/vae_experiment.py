@@ -535,17 +535,18 @@ def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
     fixed, per_batch = runs("replace"), runs(run_name("replace", "per-batch"))
     replace_both = fixed + per_batch
     last = len(replace_both[0]["latent_sigma"]) - 1
+    fixed_last = [ratio(r, last) for r in fixed]  # every other run is compared with these
     parts = []
     if fixed:
         parts.append(f"Over the first four generations of `replace` (fixed set), $\\bar\\sigma$ fell to "
                      f"{value_range([ratio(r, 4) for r in fixed], '.3f')} of its generation-0 value in "
                      f"{seeds(len(fixed), 'recorded')}, and by generation {last} to "
-                     f"{value_range([ratio(r, last) for r in fixed], '.3f')}.")
+                     f"{value_range(fixed_last, '.3f')}.")
     if per_batch and fixed:
         mine = [ratio(r, last) for r in per_batch]
         parts.append(f"With the authors' per-batch sampling it fell to {value_range(mine, '.3f')} by generation {last} in "
                      f"{seeds(len(per_batch), 'per-batch')}: "
-                     f"{spreads_against(mine, [ratio(r, last) for r in fixed], seeds(len(per_batch), 'per-batch'), seeds(len(fixed), 'fixed-set'))}.")
+                     f"{spreads_against(mine, fixed_last, seeds(len(per_batch), 'per-batch'), seeds(len(fixed), 'fixed-set'))}.")
     elif not per_batch:
         parts.append("No record holds the authors' per-batch sampling yet.")
     pooled = [np.asarray(r["latent_spread_pooled"]) for r in per_batch if "latent_spread_pooled" in r]
@@ -562,8 +563,8 @@ def recorded_prose(found: dict[int, dict], n_classes: int) -> str:
         kept_spread = [ratio(r, last) for r in runs(name)]
         against = ""
         if fixed:
-            verdict = spreads_against(kept_spread, [ratio(r, last) for r in fixed],
-                                      seeds(len(kept_spread), "recorded"), seeds(len(fixed), "fixed-set `replace`"))
+            verdict = spreads_against(kept_spread, fixed_last, seeds(len(kept_spread), "recorded"),
+                                      seeds(len(fixed), "fixed-set `replace`"))
             against = f" ({verdict})"
         others.append(f"{value_range(kept_spread, '.3f')} under `{name}` in {seeds(len(kept_spread), 'recorded')}{against}")
     if others:
