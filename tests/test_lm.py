@@ -107,6 +107,18 @@ def test_greedy_and_beam_search_equal_transformers_generate(tiny_hf, settings):
     np.testing.assert_array_equal(ours, reference)
 
 
+def test_one_compiled_beam_search_serves_every_repetition_penalty(tiny_hf):
+    # The penalty is an argument of the compiled search: the LM page's settings share its program.
+    _, config, params = tiny_hf
+    tokens = prompts()
+    decode = decoding.DecodeConfig(num_beams=3, max_new_tokens=6, min_new_tokens=6)
+    decoding._beam_search.clear_cache()
+    found = {penalty: np.asarray(decoding.generate(params, config, dataclasses.replace(decode, repetition_penalty=penalty),
+                                                    tokens)) for penalty in (1.0, 2.0, 3.0)}
+    assert decoding._beam_search._cache_size() == 1
+    assert not np.array_equal(found[1.0], found[3.0])  # the penalty reached the search
+
+
 @pytest.mark.parametrize("n, k", [(480, 10), (103, 4), (20480, 10), (12, 5)])
 def test_top_k_by_chunks_is_lax_top_k(n, k):
     rng = np.random.default_rng(n)
@@ -308,6 +320,20 @@ def test_the_traced_run_length_gives_optaxs_schedule_and_adamw_step_to_the_bit()
         for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(p_ours["w"]), np.asarray(params["w"]))  # the steps moved the parameters
+
+
+def test_one_compiled_step_serves_runs_of_every_rate_length_and_weight_decay():
+    config = opt.preset("tiny", 32, dropout=0.0)
+    blocks = jnp.asarray(np.random.default_rng(0).integers(3, 32, size=(8, 16)).astype(np.int32))
+    lm.step.clear_cache()
+    moved = {}
+    for train in (lm.TrainConfig(learning_rate=1e-3), lm.TrainConfig(learning_rate=3e-4, warmup=0.1, weight_decay=0.01),
+                  lm.TrainConfig(learning_rate=1e-3, weight_decay=0.5)):
+        state = lm.init_state(train, opt.init(config, jax.random.key(1)), 10)
+        state, _ = lm.step(state, blocks, jax.random.key(2), config=config, tx=lm.optimizer(train))
+        moved[train.learning_rate, train.weight_decay] = np.asarray(state.params.embed)
+    assert lm.step._cache_size() == 1
+    assert not np.array_equal(moved[1e-3, 0.0], moved[1e-3, 0.5])  # the decay reached the step
 
 
 def test_micro_batches_take_the_same_step_as_one_batch(monkeypatch):

@@ -53,22 +53,24 @@ class TrainState(NamedTuple):
 
 
 class RunSchedule(NamedTuple):
-    """The learning-rate schedule's state: the steps taken, and the run's peak rate, warm-up and length.
+    """What the compiled step reads from its state, not from constants: the steps taken, and the
+    run's peak rate, warm-up, length and weight decay.
 
-    These are state, not constants of the compiled step, so runs of any length and rate share
-    one compiled step: when each run length built its own schedule, the LM page at ``ci``
-    compiled the step five times (pretraining, and fine-tuning runs of four lengths), 23.5 s on
-    2 cores; now twice (pretraining and fine-tuning differ in weight decay), 9.0 s. The rate is
+    So runs of any length, rate and decay share one compiled step. When each run length built
+    its own schedule, the LM page at ``ci`` compiled the step five times (pretraining, and
+    fine-tuning runs of four lengths), 23.5 s on 2 cores; with the schedule here and the decay
+    a constant, twice (pretraining has no decay, fine-tuning 0.01), 9.0 s; now once. The rate is
     the same to the bit (every step of 96 runs checked against optax's ``join_schedules`` of two
     ``linear_schedule``-s, and three whole updates against optax's ``adamw``;
     ``tests/test_lm.py``), but the compiled step is another program, and trained weights differ
     from the former step's by float rounding: the page's last test perplexity at ``ci`` moved
-    from 428.75197 to 428.75188."""
+    from 428.75197 to 428.75188 when the schedule became state."""
 
     count: jax.Array  # int32 steps taken
     peak: jax.Array  # float32 rate at the end of the warm-up
     warmup: jax.Array  # int32 steps of the linear warm-up
     total: jax.Array  # int32 steps of the whole run
+    weight_decay: jax.Array  # float32 AdamW's decoupled decay
 
 
 def learning_rate(peak, count, warmup, total) -> jax.Array:
@@ -80,17 +82,21 @@ def learning_rate(peak, count, warmup, total) -> jax.Array:
     return jnp.where(count < warmup, up, down)
 
 
-def scale_by_run_schedule() -> optax.GradientTransformation:
-    """Updates times minus the rate of :func:`learning_rate` (optax's ``scale_by_learning_rate``
-    with the run's rate and length read from the state; :func:`init_state` sets them)."""
+def decay_and_scale_by_run_schedule() -> optax.GradientTransformation:
+    """AdamW's last two stages with the run's settings read from :class:`RunSchedule`: the
+    decayed weights added (optax's ``add_decayed_weights``), then the updates times minus the
+    rate of :func:`learning_rate` (``scale_by_learning_rate``), term for term. :func:`init_state`
+    sets the run's values."""
 
     def init(params) -> RunSchedule:
         del params
-        zero = jnp.zeros((), jnp.int32)
-        return RunSchedule(zero, jnp.zeros((), jnp.float32), zero, jnp.ones((), jnp.int32))
+        zero, zero_f = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+        return RunSchedule(zero, zero_f, zero, jnp.ones((), jnp.int32), zero_f)
 
     def update(updates, state: RunSchedule, params=None):
-        del params
+        if params is None:
+            raise ValueError("the weight decay needs the parameters: call update(updates, state, params)")
+        updates = jax.tree.map(lambda g, p: g + state.weight_decay * p, updates, params)
         step_size = -1 * learning_rate(state.peak, state.count, state.warmup, state.total)
         updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
         return updates, state._replace(count=optax.safe_increment(state.count))
@@ -99,17 +105,16 @@ def scale_by_run_schedule() -> optax.GradientTransformation:
 
 
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Clipping, then AdamW (optax's ``adamw``, its rate read from :class:`RunSchedule`)."""
-    return _optimizer(config.weight_decay, config.clip_norm)
+    """Clipping, then AdamW (optax's ``adamw``, its rate and decay read from :class:`RunSchedule`)."""
+    return _optimizer(config.clip_norm)
 
 
-@functools.lru_cache(maxsize=32)  # one per setting it uses: the jitted step is reused by every run that shares them
-def _optimizer(weight_decay: float, clip_norm: float) -> optax.GradientTransformation:
+@functools.lru_cache(maxsize=32)  # one per clip norm: the jitted step is reused by every run that shares it
+def _optimizer(clip_norm: float) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(clip_norm),
         optax.scale_by_adam(),
-        optax.add_decayed_weights(weight_decay),
-        scale_by_run_schedule(),
+        decay_and_scale_by_run_schedule(),
     )
 
 
@@ -192,7 +197,8 @@ def init_state(config: TrainConfig, params: OPTParams, total_steps: int) -> Trai
     *others, schedule = optimizer(config).init(params)
     warmup = int(round(config.warmup * total_steps))
     schedule = schedule._replace(peak=jnp.asarray(config.learning_rate, jnp.float32), warmup=jnp.asarray(warmup, jnp.int32),
-                                 total=jnp.asarray(total_steps, jnp.int32))
+                                 total=jnp.asarray(total_steps, jnp.int32),
+                                 weight_decay=jnp.asarray(config.weight_decay, jnp.float32))
     return TrainState(params, (*others, schedule), jnp.zeros((), jnp.int32))
 
 

@@ -40,8 +40,9 @@ from .paths import results_dir
 from .runner import generation_zero_dir, require_finished, run_generations, stream_key, training_set
 from .store import DamagedEntry, ResultsStore, RunDir, array_digest, locked
 
-VERSION = "3"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model;
-# 3: the schedule's run length in the optimiser state, same numbers, checkpoints of another structure)
+VERSION = "4"  # of the runs: bump when training or generation changes (2: the paper's prompts and base model;
+# 3: the schedule's run length in the optimiser state, weights moved by float rounding, checkpoints of another
+# structure; 4: the weight decay in that state too, checkpoints of another structure)
 ANALYSIS_VERSION = "6"  # of the measurements: bump when analyse() changes (runs are kept); 6: <unk>'s share
 INITS = ("scratch", "pretrained", "opt-125m")
 
