@@ -131,3 +131,19 @@ def test_unnormalised_weights_and_lost_states():
         for m in (10_000, 1_000_000):  # sorted uniforms, splitting
             counts = sampling.multinomial(jax.random.key(0), jnp.asarray([3.0, 0.0, 1.0]), m)
             assert counts[1] == 0 and abs(float(counts[0]) / m - 0.75) < 0.02
+
+
+def test_a_chains_draws_do_not_depend_on_the_chains_beside_it():
+    # Under vmap every chain's inversion walk shares one loop, run until the slowest lane of all
+    # is done; a chain's draws must be those it gets alone, whatever its neighbours' means.
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(3), 6)
+        n = jnp.asarray([[100.0, 3.0], [100.0, 0.0], [7.0, 60.0], [100.0, 100.0], [1.0, 2.0], [50.0, 9.0]])
+        q = jnp.asarray([[0.5, 0.2], [0.01, 0.3], [0.5, 0.45], [0.0, 0.5], [0.5, 0.5], [0.3, 0.1]])
+        draw = jax.jit(lambda key, n, q: sampling.binomial(key, n, q, n_max=100))
+        together = np.asarray(jax.jit(jax.vmap(draw))(keys, n, q))
+        twice = np.asarray(jax.jit(jax.vmap(jax.vmap(draw)))(keys.reshape(2, 3), n.reshape(2, 3, 2), q.reshape(2, 3, 2)))
+        alone = np.stack([np.asarray(draw(keys[c], n[c], q[c])) for c in range(6)])
+        np.testing.assert_array_equal(together, alone)
+        np.testing.assert_array_equal(twice.reshape(6, 2), alone)
+        assert together[3, 0] == 0 and together[1, 1] == 0  # q = 0 and n = 0 draw nothing

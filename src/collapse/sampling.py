@@ -54,14 +54,21 @@ SPLITTING_MIN_RATIO = 50
 
 def _inversion(key, n, q):
     """Binomial(n, q) by sequential search from k = 0, for means n q below INVERSION_MAX_MEAN
-    (INVERSION_ONLY_MAX_MEAN in float64 when no lane can exceed it).
+    (INVERSION_ONLY_MAX_MEAN in float64 when no lane can exceed it): :func:`_walk` of one uniform a lane."""
+    return _walk(jax.random.uniform(key, n.shape, n.dtype), n, q)
+
+
+@jax.custom_batching.custom_vmap
+def _walk(u, n, q):
+    """The smallest k with F(k) >= u (or k = n) for Binomial(n, q), lane by lane.
 
     pmf(k + 1) = pmf(k) (n - k) / (k + 1) · q / (1 - q); the walk stops at the first k with
     F(k) >= u, or at k = n. Every lane still walking after i steps has k = i, so 1 / (k + 1)
     is one number per step; steps go UNROLL at a time, which XLA fuses into one pass over the
-    lanes (a while-loop iteration per step was 4x slower at mean 8, 512k lanes).
+    lanes (a while-loop iteration per step was 4x slower at mean 8, 512k lanes). A lane that
+    has stopped keeps its k and F(k) while others walk on, so the draws do not depend on which
+    lanes share the loop.
     """
-    u = jax.random.uniform(key, n.shape, n.dtype)
     odds = q / (1.0 - q)
     pmf = jnp.exp(n * jnp.log1p(-q))  # (1 - q)^n >= 4^(-n q) for q <= 1/2: 2^-20 at n q < 10, 2^-200 at 100 (float64)
 
@@ -80,6 +87,17 @@ def _inversion(key, n, q):
 
     _, k, _, _ = jax.lax.while_loop(walking, steps, (0, jnp.zeros_like(n), pmf, pmf))
     return k
+
+
+@_walk.def_vmap
+def _walk_vmapped(axis_size, in_batched, u, n, q):
+    """Under ``vmap`` (the chains) the walk runs once over every chain's lanes, as one array, with one
+    step counter and one loop condition. ``vmap``'s own rule for a loop made both per chain and
+    selected every carried value per chain at each step: Binomial(100, q) took 913 / 443 / 233 ns a
+    lane at q = 0.5 / 0.1 / 0.02 that way, 359 / 166 / 102 ns this way (100,000 chains, 2-core
+    CPU), the same draws."""
+    u, n, q = (x if batched else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, batched in zip((u, n, q), in_batched))
+    return _walk(u, n, q), True
 
 
 _STIRLING_TAILS = [math.lgamma(k + 1.0) - (k + 0.5) * math.log(k + 1.0) + (k + 1.0) - 0.5 * math.log(2 * math.pi)
