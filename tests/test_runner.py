@@ -232,8 +232,8 @@ def test_a_traced_m_model_compiles_once_per_regime_kind_and_gives_the_static_num
     assert traced.traced_m and not gaussian.model(sampler="draws").traced_m
     runner._compiled_chains.cache_clear()
     compared = [(Regime(), 2), (Regime("mix", 0.3), 7), (Regime("accumulate"), 30)]
-    # Sharing a program: replace and mix(α) with real and synthetic points at another M; mix(0.05)
-    # at M = 7 holds no real point and mix(1) no synthetic one, each its own program.
+    # Sharing a program: replace and mix(α) with real and synthetic points at another M, and mix(0.05)
+    # at M = 7, which holds no real point (replace); mix(1) holds no synthetic one, its own program.
     shared = [(Regime(), 30), (Regime("mix", 0.5), 30), (Regime("mix", 0.05), 7), (Regime("mix", 1.0), 7)]
     with jax.enable_x64(True):
         for regime, m in compared + shared:
@@ -243,6 +243,23 @@ def test_a_traced_m_model_compiles_once_per_regime_kind_and_gives_the_static_num
                 for a, b in zip(got, runner.simulate(static, real, **kwargs)):
                     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
             assert np.all(np.isfinite(np.asarray(got.var))) and np.all(np.asarray(got.var) > 0)
-    kinds = {(r.kind, runner.mix_case(r, m)) for r, m in compared + shared}
-    assert len(kinds) == 5
+    programs = [(runner.program_regime(r, m), m) for r, m in compared + shared]
+    kinds = {(r.kind, runner.mix_case(r, m)) for r, m in programs}
+    assert len(kinds) == 4
     assert runner._compiled_chains.cache_info().misses == len(kinds) + len(compared)
+
+
+def test_runs_that_compute_the_same_chains_share_one_program():
+    # mix(0.05) and mix(0.1) at M = 10 hold no real point and one: the first is replace, and mix(0.12)
+    # holds one real point too. Each pair gives the same numbers from one compiled program.
+    from collapse import discrete
+
+    runner._compiled_chains.cache_clear()
+    with jax.enable_x64(True):
+        got = {text: runner.simulate(discrete.MODEL, discrete.RealCategorical("uniform(5)"), seed=1, n_chains=8,
+                                     n_samples=10, n_generations=6, regime=Regime.parse(text))
+               for text in ("replace", "mix(0.05)", "mix(0.1)", "mix(0.12)", "mix(0.2)")}
+    assert runner._compiled_chains.cache_info().misses == 3
+    np.testing.assert_array_equal(got["mix(0.05)"], got["replace"])
+    np.testing.assert_array_equal(got["mix(0.12)"], got["mix(0.1)"])
+    assert not np.array_equal(got["mix(0.2)"], got["mix(0.1)"]) and not np.array_equal(got["mix(0.1)"], got["replace"])

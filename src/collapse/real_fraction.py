@@ -67,7 +67,7 @@ def kept_share(config: KeepRun, store: ResultsStore | None = None) -> np.ndarray
             return {"share": gaussian.run(run)["var"][:, -1] / run.sigma0**2}
         run = discrete.CategoricalRun(config.distribution, config.n_samples, config.n_chains, config.n_generations,
                                       config.regime, config.seed, n_recorded=2)
-        alive = discrete.run(run, tail_samples=round(1 / config.tail_below))["tail_alive"][:, -1]
+        alive = discrete.run(run, tail_samples=round(1 / config.tail_below), fields=("tail_alive",))["tail_alive"][:, -1]
         return {"share": alive / real_tail_alive(config.distribution, config.tail_below, config.n_samples)}
 
     return (store or ResultsStore()).cached("real-fraction", VERSION, config, compute)["share"]
