@@ -136,7 +136,7 @@ def beam_search(params: OPTParams, config: OPTConfig, decode: DecodeConfig, prom
     """The best beam's ``B × max_new_tokens`` new tokens and its score ``B`` (see the module text).
 
     The repetition penalty is an argument of the compiled search, not a constant of it, so the
-    LM page's penalties (none; 2, and 3 at `paper`) share one program per prompt count: at ``ci`` it compiled
+    LM page's penalties (none; 2, and 3 at ``paper``) share one program per prompt count: at ``ci`` it compiled
     the search four times, 11.5 s on 2 cores, and now twice. A penalty of 1 still changes no score.
     """
     return _beam_search(params, config, dataclasses.replace(decode, repetition_penalty=1.0), prompts_BxT,
