@@ -125,7 +125,7 @@ class Summary:
     n_samples: int  # M: the tail is the states with p0 < 1/M
     # The metrics kept. A run that needs one compiles faster: a Zipf(1000) chain program keeping
     # tail_alive alone compiled in 1.45-2.79 s against 1.89-3.81 s keeping all eight (M = 100 to
-    # 300, replace, mix(0.1) and accumulate; 2 cores), and the avoiding page compiles 40 of them.
+    # 300, replace, mix(0.1) and accumulate; 2 cores), and the avoiding page compiles 36 of them.
     fields: tuple[str, ...] = CategoricalMetrics._fields
 
     def __post_init__(self) -> None:
